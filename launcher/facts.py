@@ -1,0 +1,60 @@
+"""What can be learned cheaply about where a job will run, for validation (one command each)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from .validate import Facts
+from .walltime import parse_walltime
+
+
+def local_gpu_count() -> int:
+    """GPUs on this machine by `nvidia-smi -L` (0 when there is no NVIDIA driver); no torch import."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def parse_sinfo(text: str) -> tuple[dict[str, dict], str | None]:
+    """`sinfo -h -o '%R|%G|%D|%l|%P'` -> ({partition: {gpus_per_node, nodes, max_time_s}}, default)."""
+    partitions: dict[str, dict] = {}
+    default = None
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5:
+            continue
+        name, gres, nodes, limit, shown = parts
+        if shown.endswith("*"):
+            default = name
+        gpus = 0
+        for item in gres.split(","):
+            fields = item.split("(")[0].split(":")
+            if fields[0] == "gpu" and fields[-1].isdigit():
+                gpus = max(gpus, int(fields[-1]))
+        try:
+            max_time = None if limit in ("infinite", "UNLIMITED", "n/a") else parse_walltime(limit)
+        except ValueError:
+            max_time = None
+        entry = partitions.setdefault(name, {"gpus_per_node": 0, "nodes": 0, "max_time_s": max_time})
+        entry["gpus_per_node"] = max(entry["gpus_per_node"], gpus)
+        entry["nodes"] += int(nodes) if nodes.isdigit() else 0
+    return partitions, default
+
+
+def slurm_facts() -> Facts:
+    """Partitions, their GPUs per node, node counts and time limits, when sinfo answers."""
+    if shutil.which("sinfo") is None:
+        return Facts()
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%R|%G|%D|%l|%P"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return Facts()
+    if out.returncode != 0:
+        return Facts()
+    partitions, default = parse_sinfo(out.stdout)
+    return Facts(partitions=partitions or None, default_partition=default)

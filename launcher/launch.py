@@ -1,0 +1,81 @@
+"""One launch: plan, then dry-run, submit (Slurm) or run (local). Sweep points come through here too."""
+
+from __future__ import annotations
+
+import sys
+
+from .config import to_plain_dict
+from .plan import Plan, build_plan
+from .validate import EXIT_INVALID_CONFIG, Facts, InvalidConfig
+
+
+def gather_facts(cfg: dict) -> Facts:
+    if cfg["cluster"]["backend"] == "local":
+        from .facts import local_gpu_count
+
+        return Facts(local_gpus=local_gpu_count())
+    from .facts import slurm_facts
+
+    return slurm_facts()
+
+
+def in_sweep() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # not under Hydra (tests, library use)
+        return False
+
+
+def report_invalid(error: InvalidConfig) -> None:
+    print("launcher: invalid configuration, nothing was submitted:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def dry_run(plan: Plan, cfg: dict) -> None:
+    print(plan)
+    print()
+    if plan.backend == "slurm":
+        from .slurm_script import supervisor_command
+        from .sbatch import render_sbatch
+
+        print("# sbatch script (job folder and submitit folder are filled in at submission):")
+        print(render_sbatch(plan, "<job folder>", supervisor_command(plan, "<job folder>/submitit")), end="")
+    else:
+        print("# local processes:")
+        for c in plan.components:
+            print(f"CUDA_VISIBLE_DEVICES={','.join(map(str, c.gpus or []))} {' '.join(c.execs)}")
+
+
+def launch(composed) -> int:
+    """Launch one composed config (a DictConfig from Hydra, or an already plain dict)."""
+    cfg: dict = {}
+    try:
+        cfg = composed if isinstance(composed, dict) else to_plain_dict(composed)
+        plan = build_plan(cfg, gather_facts(cfg), python=sys.executable)
+    except InvalidConfig as error:
+        report_invalid(error)
+        if in_sweep():
+            from .sweep import record_rejection
+
+            record_rejection(cfg, error)
+            return EXIT_INVALID_CONFIG
+        sys.exit(EXIT_INVALID_CONFIG)
+    for warning in plan.warnings:
+        print(f"launcher: warning: {warning}", file=sys.stderr)
+    if cfg["dry_run"]:
+        dry_run(plan, cfg)
+        return 0
+    if plan.backend == "slurm":
+        from .slurm import submit_launch
+
+        return submit_launch(plan, cfg)
+    from .local import run_local
+
+    code = run_local(plan, cfg)
+    if code and not in_sweep():
+        sys.exit(code)
+    return code

@@ -1,0 +1,156 @@
+"""The typed configuration schema, registered in Hydra's ConfigStore.
+
+Every user-facing key lives here with its type and default; `docs/configuration.md` is generated
+from these dataclasses (scripts/gen_config_docs.py) and a test keeps it current. Unknown keys and
+wrong types fail at composition with Hydra's own message. `grpo` is an open mapping because any
+GRPOConfig field may be set; its keys and types are checked against launcher/grpo_fields.json in
+the plan (TRL itself is not installed on a login node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+class Strategy(str, Enum):
+    """TRL's packaged accelerate configs (trl/accelerate_configs/*.yaml)."""
+
+    ddp = "ddp"
+    zero2 = "zero2"
+    zero3 = "zero3"
+    fsdp2 = "fsdp2"
+
+
+class Backend(str, Enum):
+    slurm = "slurm"
+    local = "local"
+
+
+class Mode(str, Enum):
+    """`server`: a separate vLLM server component (a heterogeneous job).
+    `colocate`: vLLM runs inside the trainer processes (one plain job, no server)."""
+
+    server = "server"
+    colocate = "colocate"
+
+
+class Device(str, Enum):
+    """Where the components compute. `auto`: CUDA when the job sees a GPU, else CPU."""
+
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+@dataclass
+class ServerConfig:
+    """Component 0: `trl vllm-serve`."""
+
+    nodes: int = 1  # nodes of the server component
+    gpus_per_node: int = 1  # GPUs per server node (must equal TP x DP on one node)
+    tensor_parallel_size: int = 1  # vLLM --tensor-parallel-size
+    data_parallel_size: int = 1  # vLLM --data-parallel-size (dense models: keep 1)
+    port: Optional[int] = None  # HTTP port; null = a free port picked on the node in the job
+    host: Optional[str] = None  # bind address; null = the node's cluster address (never 0.0.0.0 unless set)
+    gpu_memory_utilization: float = 0.9  # vLLM --gpu-memory-utilization
+    max_model_len: Optional[int] = None  # vLLM --max-model-len
+    enforce_eager: bool = False  # vLLM --enforce-eager (faster start, slower generation)
+    distributed_executor_backend: Optional[str] = None  # "ray" allows TP across nodes
+    startup_timeout_s: float = 1200.0  # fail the job if /health is not 200 after this long
+    health_grace_s: float = 60.0  # a healthy server that stops answering this long is dead
+    extra_args: List[str] = field(default_factory=list)  # passed through to `trl vllm-serve`
+    env: Dict[str, str] = field(default_factory=dict)  # exported into the server component only
+    sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 0
+    gpus: Optional[List[int]] = None  # local backend: GPU ids of the server (null = after the trainer's)
+
+
+@dataclass
+class TrainerConfig:
+    """Component 1: the GRPO trainer under `accelerate launch`."""
+
+    nodes: int = 1  # nodes of the trainer component
+    gpus_per_node: int = 1  # GPUs (= processes) per trainer node
+    strategy: Strategy = Strategy.ddp  # TRL's packaged accelerate config
+    preflight: bool = False  # check server, generate + score a few prompts, exit (no training)
+    preflight_prompts: int = 4  # prompts generated in preflight mode
+    use_vllm: bool = True  # false: generate inside the trainer (tests, CPU debugging)
+    main_process_port: Optional[int] = None  # accelerate rendezvous port; null = derived per job
+    group_port: Optional[int] = None  # vllm_group_port (NCCL weight sync); null = a free port per job
+    watchdog_timeout_s: float = 1800.0  # no heartbeat for this long = hung trainer (covers model load)
+    extra_args: List[str] = field(default_factory=list)  # passed through to `accelerate launch`
+    env: Dict[str, str] = field(default_factory=dict)  # exported into the trainer component only
+    sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 1
+    gpus: Optional[List[int]] = None  # local backend: GPU ids of the trainer (null = the first ones)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING  # hub id or local folder
+    revision: Optional[str] = None  # hub revision (branch, tag or commit)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
+    split: str = "train"
+    config_name: Optional[str] = None  # dataset configuration (subset) name
+    max_samples: Optional[int] = None  # keep only the first N rows
+
+
+@dataclass
+class RewardConfig:
+    funcs: List[str] = field(default_factory=lambda: ["trl.rewards.accuracy_reward"])  # import paths
+    weights: Optional[List[float]] = None  # GRPOConfig.reward_weights, one per function
+
+
+@dataclass
+class ClusterConfig:
+    backend: Backend = Backend.slurm  # set by the cluster group (cluster=slurm | cluster=local)
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = "04:00:00"  # walltime: [D-]HH:MM:SS, MM:SS or minutes
+    constraint: Optional[str] = None
+    sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for both components
+    setup: List[str] = field(default_factory=list)  # shell lines run before each component (module load ...)
+    env: Dict[str, str] = field(default_factory=dict)  # exported into both components (no secrets here)
+    secret_env: List[str] = field(
+        default_factory=lambda: ["HF_TOKEN", "WANDB_API_KEY"]
+    )  # names passed from your environment into the job, never written anywhere
+    python: Optional[str] = None  # interpreter on the nodes; null = the one running the launcher
+    job_root: str = "jobs"  # job folders go under <job_root>/<name>/
+    signal_before_end_s: int = 300  # USR2 this long before walltime: checkpoint, then requeue
+    max_requeues: int = 3  # requeues after preemption or walltime (0 = never)
+    checkpoint_timeout_s: float = 120.0  # how long the trainer gets to save before being stopped
+    stop_grace_s: float = 10.0  # SIGTERM -> SIGKILL delay when stopping a component
+    wait: bool = False  # Slurm: stay in the foreground and show progress until the job ends
+    submit_rate_per_s: float = 2.0  # sweeps: at most this many sbatch calls per second
+    submit_retries: int = 5  # transient sbatch failures retried with backoff
+
+
+@dataclass
+class LaunchConfig:
+    name: str = "grpo"  # job name (Slurm job name and job folder)
+    mode: Mode = Mode.server
+    device: Device = Device.auto
+    dry_run: bool = False  # print the plan and the exact sbatch script; submit nothing
+    server: ServerConfig = field(default_factory=ServerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    grpo: Dict[str, Any] = field(default_factory=dict)  # any trl.GRPOConfig field
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+def register() -> None:
+    """Register the schema so conf/config.yaml can use it as its base."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="launch_schema", node=LaunchConfig)
