@@ -1,0 +1,128 @@
+"""The job folder: one per launch, private, never written over.
+
+Layout (see docs/anatomy.md):
+  <job_root>/<name>/<YYYYmmdd-HHMMSS>-<suffix>/
+    config.yaml  plan.txt  plan.json  commands.txt  job.sbatch (Slurm)  submission.json
+    git.txt  git.diff  (or git.txt saying it is not a git repository)
+    submitit/            submitit's pickles and the batch step's own output
+    attempt-1/           supervisor.log server.log trainer.log server.json heartbeat.json
+                         metrics.jsonl versions.json result.json ...
+    attempt-2/ ...       after a requeue
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from . import __version__
+from .plan import Plan
+from .progress import read_json, write_json_atomic as write_json
+
+PRIVATE_DIR = 0o700  # job folders hold logs and configs: not readable or writable by others
+ATTEMPT_PREFIX = "attempt-"
+
+
+def create_job_dir(root: str | os.PathLike, name: str, now: Optional[dt.datetime] = None) -> Path:
+    """A new, private folder; never an existing one (mkdir is exclusive)."""
+    parent = Path(root).expanduser().resolve() / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = parent / f"{stamp}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+        return path
+
+
+def fill(text: str, job_dir: Path) -> str:
+    return text.replace("{job_dir}", str(job_dir))
+
+
+def attempt_dir(job_dir: Path, attempt: int) -> Path:
+    path = Path(job_dir) / f"{ATTEMPT_PREFIX}{attempt}"
+    path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    return path
+
+
+def attempts(job_dir: Path) -> list[Path]:
+    found = [p for p in Path(job_dir).glob(f"{ATTEMPT_PREFIX}*") if p.name[len(ATTEMPT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(ATTEMPT_PREFIX):]))
+
+
+def latest_attempt(job_dir: Path) -> Optional[Path]:
+    found = attempts(job_dir)
+    return found[-1] if found else None
+
+
+def component_commands(plan: Plan, job_dir: Path) -> str:
+    lines = []
+    for c in plan.components:
+        lines.append(f"# {c.name}: step (on each of its {c.nodes} node(s))")
+        lines.append(shlex.join(c.step))
+        lines.append(f"# {c.name}: which execs (placeholders are filled on the node)")
+        lines.append(fill(shlex.join(c.execs), job_dir))
+    return "\n".join(lines) + "\n"
+
+
+def git_snapshot(cwd: str | os.PathLike) -> tuple[str, str]:
+    """(summary, diff) of the working tree the user launched from."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+    except (OSError, subprocess.TimeoutExpired):
+        return "not a git repository (git not available)\n", ""
+    if top.returncode != 0:
+        return f"not a git repository: {os.path.abspath(cwd)}\n", ""
+    commit = git("rev-parse", "HEAD").stdout.strip() or "(no commit yet)"
+    branch = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    status = git("status", "--porcelain").stdout
+    diff = git("diff", "HEAD").stdout if commit != "(no commit yet)" else ""
+    summary = (f"repository: {top.stdout.strip()}\ncommit: {commit}\nbranch: {branch}\n"
+               f"uncommitted changes: {'yes' if status.strip() else 'no'}\n{status}")
+    return summary, diff
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_snapshot(job_dir: Path, plan: Plan, cfg: dict, sbatch_script: Optional[str] = None,
+                   cwd: str | os.PathLike = ".") -> None:
+    """Everything needed to know later what ran and from what."""
+    write_private(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    write_private(job_dir / "plan.txt", str(plan) + "\n")
+    write_private(job_dir / "plan.json", plan.to_json())
+    write_private(job_dir / "commands.txt", component_commands(plan, job_dir))
+    if sbatch_script is not None:
+        write_private(job_dir / "job.sbatch", sbatch_script)
+    summary, diff = git_snapshot(cwd)
+    write_private(job_dir / "git.txt", summary)
+    if diff:
+        write_private(job_dir / "git.diff", diff)
+
+
+def record_submission(job_dir: Path, backend: str, job_id: str, argv: list[str]) -> None:
+    write_json(job_dir / "submission.json", {
+        "job_id": job_id, "backend": backend, "launcher_version": __version__,
+        "submitted_at": dt.datetime.now().isoformat(timespec="seconds"), "argv": argv,
+        "cwd": os.getcwd(),
+    })
+
+
+def load_plan(job_dir: Path) -> Plan:
+    return Plan.from_json((Path(job_dir) / "plan.json").read_text())

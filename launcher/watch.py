@@ -1,0 +1,115 @@
+"""What a job is doing, read from its folder, shown as one live line (rich) or plain lines.
+
+Phases: queued -> server starting (elapsed) -> server healthy -> trainer running (step, reward)
+-> finished. The same reader serves the local backend, `cluster.wait=true` and the jobs CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .jobdir import latest_attempt, read_json
+from .progress import read_heartbeat, read_metrics
+
+
+def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
+    """One line saying where the job is."""
+    attempt = latest_attempt(job_dir)
+    if attempt is None:
+        return f"queued ({scheduler_state})" if scheduler_state else "queued"
+    label = f"[{attempt.name}] "
+    result = read_json(attempt / "result.json")
+    if result:
+        return label + f"finished: {result['state']} - {result['reason'].splitlines()[0]}"
+    status = read_json(attempt / "status.json") or {}
+    phase = status.get("phase")
+    if phase in (None, "server_starting"):
+        started = status.get("since")
+        elapsed = f" ({time.time() - started:.0f} s)" if started else ""
+        return label + f"server starting{elapsed}"
+    beat = read_heartbeat(attempt) or {}
+    metrics = read_metrics(attempt)
+    parts = [label + "server healthy, trainer running" if status.get("server_url") else label + "trainer running"]
+    if beat.get("phase"):
+        parts.append(f"phase {beat['phase']}")
+    if beat.get("step") is not None:
+        parts.append(f"step {beat['step']}")
+    last = next((m for m in reversed(metrics) if m.get("reward") is not None), None)
+    if last:
+        parts.append(f"reward {last['reward']:.3f}")
+    return ", ".join(parts)
+
+
+class Display:
+    """A live line on a terminal, one plain line per change otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = None
+        self.last = None
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live("", console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def show(self, line: str) -> None:
+        if self.live is not None:
+            self.live.update(line)
+            return
+        # plain output: a line per change of phase, not per tick of an elapsed-time counter
+        key = re.sub(r" \(\d+ s\)", "", line)
+        if key != self.last:
+            self.last = key
+            print(f"launcher: {line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def follow(job_dir: Path, done: Callable[[], bool], scheduler_state: Callable[[], Optional[str]] = lambda: None,
+           every_s: float = 1.0, stream=None) -> None:
+    """Show the job's phase until done() is true."""
+    display = Display(stream)
+    try:
+        while not done():
+            display.show(describe(job_dir, scheduler_state()))
+            time.sleep(every_s)
+        display.show(describe(job_dir, scheduler_state()))
+    finally:
+        display.close()
+
+
+def follow_in_background(job_dir: Path, stream=None) -> Callable[[], None]:
+    """Start following in a thread; returns the function that stops it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=follow, args=(job_dir, stop.is_set), kwargs={"stream": stream}, daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return finish
+
+
+def watch_slurm_job(job, job_dir: Path) -> int:
+    """Foreground wait for a Slurm job (cluster.wait=true); exit code 0 when it completed."""
+    from .slurm_state import FINISHED_STATES
+
+    state = {"value": "PENDING"}
+
+    def scheduler_state() -> str:
+        state["value"] = job.watcher.get_state(job.job_id)
+        return state["value"]
+
+    follow(job_dir, lambda: state["value"] in FINISHED_STATES, scheduler_state, every_s=2.0)
+    print(f"launcher: job {job.job_id} ended {state['value']}; job folder {job_dir}")
+    return 0 if state["value"] == "COMPLETED" else 1
