@@ -59,12 +59,24 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def health_ok(url: str, timeout_s: float = 2.0) -> bool:
+def health(url: str, timeout_s: float = 2.0) -> str:
+    """GET /health: "ok" (200), "refused" (nothing listens: the server process is gone) or "error"
+    (a timeout or a non-200 answer: a stuck or busy server, judged over server.health_grace_s)."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+            return "ok" if response.status == 200 else "error"
+    except urllib.error.HTTPError:
+        return "error"
+    except urllib.error.URLError as error:
+        return "refused" if isinstance(error.reason, ConnectionRefusedError) else "error"
+    except ConnectionRefusedError:
+        return "refused"
+    except (OSError, ValueError):
+        return "error"
+
+
+def health_ok(url: str, timeout_s: float = 2.0) -> bool:
+    return health(url, timeout_s) == "ok"
 
 
 class Supervisor:
@@ -170,6 +182,7 @@ class Supervisor:
         trainer_started = time.monotonic()
         last_health = time.monotonic()
         next_health = 0.0
+        refusals = 0
         last_progress = (trainer_started, "start", None)  # (when, phase, step)
         last_beat_time = None
         while True:
@@ -196,8 +209,18 @@ class Supervisor:
                 now = time.monotonic()
                 if url and now >= next_health:
                     next_health = now + HEALTH_EVERY_S
-                    if health_ok(url):
+                    answer = health(url)
+                    refusals = refusals + 1 if answer == "refused" else 0
+                    if answer == "ok":
                         last_health = now
+                    elif refusals >= 2:
+                        # the API server is gone even if its step lingers (orphaned engine processes
+                        # keep an srun step alive until Slurm reaps them)
+                        self.log("server refuses connections: its process is gone")
+                        trainer_rc, server_rc = self.stop_all("server died")
+                        return Outcome("FAILED", f"server process died (connection refused at {url}); last lines "
+                                                 f"of server.log:\n{tail(self.dir / 'server.log')}",
+                                       trainer_rc, server_rc)
                     elif now - last_health > policies.health_grace_s:
                         self.log(f"server /health silent for {now - last_health:.0f} s")
                         trainer_rc, server_rc = self.stop_all("server unresponsive")

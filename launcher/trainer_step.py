@@ -52,7 +52,8 @@ def main() -> None:
     if plan.policies.group_port:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
     cuda = plan.device == "cuda" or (plan.device == "auto" and has_cuda())
-    if plan.preflight or not cuda:
+    generates_in_trainer = not plan.grpo.get("use_vllm", True)
+    if plan.preflight or (not cuda and not generates_in_trainer):
         if not plan.preflight:
             if plan.mode != "server":
                 sys.exit("trainer: colocate mode needs a CUDA device (vLLM runs inside the trainer)")
@@ -61,6 +62,13 @@ def main() -> None:
             print(f"trainer node {rank}: preflight runs on node 0 only", flush=True)
             return
         argv = [plan.python, "-u", "-m", "launcher.train", str(job_dir), "--preflight"]
+    elif not cuda:
+        # trainer.use_vllm=false on CPU (tests, debugging): one plain process, no accelerate
+        if rank > 0:
+            print(f"trainer node {rank}: CPU training runs on node 0 only", flush=True)
+            return
+        print("trainer: no CUDA device here, training on CPU with generation inside the trainer", flush=True)
+        argv = [plan.python, "-u", "-m", "launcher.train", str(job_dir)]
     else:
         values = {"{job_dir}": str(job_dir), "{machine_rank}": str(rank), "{main_process_ip}": main_ip,
                   "{main_process_port}": str(main_port), "{trl_accelerate_configs}": trl_accelerate_configs()}
