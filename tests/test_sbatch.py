@@ -1,0 +1,101 @@
+"""The rendered heterogeneous sbatch script: golden files per topology, and quoting."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import compose
+from launcher.plan import build_plan
+from launcher.sbatch import render_sbatch, sbatch_quote
+from launcher.slurm_script import supervisor_command
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff
+
+TOPOLOGIES = {
+    # 1 server GPU + 1 trainer GPU
+    "one_plus_one": ("trainer.gpus_per_node=1", "grpo.per_device_train_batch_size=8"),
+    # a trainer over 2 nodes x 4 GPUs with ZeRO-3, account/qos/partition, extra sbatch flags per component
+    "multinode_trainer": ("trainer.nodes=2", "trainer.gpus_per_node=4", "trainer.strategy=zero3",
+                          "cluster.partition=gpu", "cluster.account=rl-team", "cluster.qos=high",
+                          "cluster.time=2-00:00:00", "+cluster.sbatch.mem=0", "+server.sbatch.exclusive=true",
+                          "+trainer.sbatch.cpus-per-task=16", "cluster.setup=['module load cuda/12.4','source ~/venv/bin/activate']"),
+    # a TP=2 x DP=2 server on one 4-GPU node
+    "tp2_dp2": ("server.tensor_parallel_size=2", "server.data_parallel_size=2", "server.gpus_per_node=4",
+                "server.extra_args=[--enable-prefix-caching]", "cluster.constraint=h100"),
+}
+
+
+def render(*overrides: str) -> str:
+    cfg = compose("+experiment=deepmath", "cluster=slurm", "cluster.python=/opt/venv/bin/python", *overrides)
+    plan = build_plan(cfg)
+    return render_sbatch(plan, "/jobs/deepmath/20261128-120000-abcd",
+                         supervisor_command(plan, "/jobs/deepmath/20261128-120000-abcd/submitit"))
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+def test_golden_scripts(name):
+    script = render(*TOPOLOGIES[name])
+    golden = GOLDEN / f"{name}.sbatch"
+    if UPDATE:
+        golden.write_text(script)
+    assert script == golden.read_text()
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_het_script_shape():
+    script = render()
+    lines = script.splitlines()
+    assert lines.count("#SBATCH hetjob") == 1
+    first, second = script.split("#SBATCH hetjob")
+    assert "--gpus-per-node=1" in first and "--gpus-per-node=2" in second
+    assert "#SBATCH --signal=B:USR2@300" in first  # B: so the batch shell (the supervisor) gets it
+    assert lines[-1].startswith("exec /opt/venv/bin/python -u -m submitit.core._submit ")  # no outer srun
+    assert "srun" not in script
+
+
+def test_sbatch_quote_follows_sbatch_parsing():
+    assert sbatch_quote("gpu") == "gpu"
+    assert sbatch_quote("a b") == '"a b"'
+    assert sbatch_quote('say "hi" #1 \\ ok') == '"say \\"hi\\" \\#1 \\\\ ok"'
+
+
+NASTY = ["two words", "it's", 'say "hi"', "$(touch /tmp/pwned)", "`id`", "a;b", "x && y", "$HOME", "back\\slash"]
+
+
+def test_env_values_reach_the_job_unchanged(tmp_path):
+    cfg = compose("+experiment=deepmath", "cluster=slurm")
+    for i, value in enumerate(NASTY + ["line1\nline2"]):
+        cfg["cluster"]["env"][f"V{i}"] = value
+    cfg["cluster"]["setup"] = ["echo setup-ran"]
+    plan = build_plan(cfg)
+    marker = tmp_path / "pwned"
+    script = render_sbatch(plan, f"{tmp_path}/job dir; $(touch {marker})",
+                           ["python3", "-c", "pass"])
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    # run the script's shell part (everything but its final exec) and read the values back
+    body = script.rsplit("\nexec ", 1)[0]
+    probe = body + "\npython3 -c 'import json, os; print(json.dumps({k: v for k, v in os.environ.items() " \
+                   "if k.startswith((\"V\", \"LAUNCHER_JOB_DIR\"))}))'\n"
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+    seen = json.loads(out.stdout.splitlines()[-1])
+    for i, value in enumerate(NASTY + ["line1\nline2"]):
+        assert seen[f"V{i}"] == value
+    assert seen["LAUNCHER_JOB_DIR"].endswith("job dir; $(touch " + str(marker) + ")")
+    assert not marker.exists()
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_sbatch_values_with_spaces_and_quotes_are_one_argument():
+    cfg = compose("+experiment=deepmath", "cluster=slurm")
+    cfg["name"] = 'grpo "nightly" #3'
+    cfg["cluster"]["sbatch"]["comment"] = "it's $(not) run; `ever`"
+    script = render_sbatch(build_plan(cfg), "/j", ["python3"])
+    assert '#SBATCH --job-name="grpo \\"nightly\\" \\#3"' in script
+    assert "#SBATCH --comment=\"it's $(not) run; `ever`\"" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

@@ -1,0 +1,96 @@
+"""The submitit executor, against fake sbatch/sacct on PATH (recorded outputs); the real cluster runs in
+tests/integration."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from submitit.core.utils import UncompletedJobError
+
+from conftest import compose
+from launcher.plan import build_plan
+from launcher.slurm import HetSlurmExecutor, SubmissionError, submit
+from launcher.supervisor import SlurmEntry
+
+
+def fake(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake(bin_dir, "sbatch", f'cp "$1" {tmp_path}/submitted-$(date +%s%N).sh; echo sbatch >> {calls}\n'
+                            f'n=$(wc -l < {calls}); echo "Submitted batch job $((100 + n))"\n')
+    fake(bin_dir, "sacct", 'while [ $# -gt 0 ]; do [ "$1" = -j ] && ids=$2; shift; done\n'
+                           'echo "JobID|State|NodeList"; for j in $(echo "$ids" | tr , " "); do '
+                           'echo "$j+0|FAILED|node1"; echo "$j+1|CANCELLED by 0|node2"; done\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path, calls
+
+
+def plan_and_cfg(tmp_path):
+    cfg = compose("+experiment=deepmath", "cluster=slurm", f"cluster.job_root={tmp_path}/jobs")
+    return build_plan(cfg), cfg
+
+
+def test_submits_our_het_script_not_submitits(fake_slurm):
+    tmp_path, calls = fake_slurm
+    plan, cfg = plan_and_cfg(tmp_path)
+    job, job_dir = submit(plan, cfg)
+    assert job.job_id == "101"
+    script = next(tmp_path.glob("submitted-*.sh")).read_text()
+    assert script == (job_dir / "job.sbatch").read_text()
+    assert "#SBATCH hetjob" in script and "submitit.core._submit" in script
+    assert "#SBATCH --signal=B:USR2@300" in script and "--signal=USR2" not in script.replace("B:USR2", "")
+    assert (job_dir / "submitit" / "101_submitted.pkl").exists()
+
+
+def test_several_submissions_are_several_sbatch_calls_never_an_array(fake_slurm):
+    tmp_path, calls = fake_slurm
+    plan, cfg = plan_and_cfg(tmp_path)
+    executor = HetSlurmExecutor(plan, tmp_path / "jobs")
+    (tmp_path / "jobs").mkdir()
+    with executor.batch():
+        for _ in range(3):
+            executor.submit(SlurmEntry(str(tmp_path / "jobs")))
+    assert calls.read_text().count("sbatch") == 3
+    for script in tmp_path.glob("submitted-*.sh"):
+        assert "--array" not in script.read_text() and "#SBATCH hetjob" in script.read_text()
+
+
+def test_waiting_on_a_job_that_died_without_result_ends(fake_slurm):
+    tmp_path, _ = fake_slurm
+    plan, cfg = plan_and_cfg(tmp_path)
+    job, _ = submit(plan, cfg)
+    job.watcher.delay_s = 0
+    assert job.watcher.get_state(job.job_id, mode="force") == "FAILED"
+    with pytest.raises(UncompletedJobError):
+        job.result()  # submitit's own wait: returns (raises) instead of hanging
+
+
+def test_transient_sbatch_errors_are_retried(fake_slurm, monkeypatch):
+    tmp_path, calls = fake_slurm
+    bin_dir = tmp_path / "bin"
+    counter = tmp_path / "failures"
+    fake(bin_dir, "sbatch", f'echo x >> {counter}; if [ $(wc -l < {counter}) -le 2 ]; then '
+                            'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv '
+                            'operation" >&2; exit 1; fi; echo "Submitted batch job 7"\n')
+    monkeypatch.setattr("launcher.slurm._retry_delays", lambda retries: [0.0] * retries)
+    plan, cfg = plan_and_cfg(tmp_path)
+    job, _ = submit(plan, cfg)
+    assert job.job_id == "7" and counter.read_text().count("x") == 3
+
+
+def test_permanent_sbatch_error_is_reported_at_once(fake_slurm):
+    tmp_path, _ = fake_slurm
+    fake(tmp_path / "bin", "sbatch", 'echo "sbatch: error: Batch job submission failed: Invalid partition name '
+                                     'specified" >&2; exit 1\n')
+    plan, cfg = plan_and_cfg(tmp_path)
+    with pytest.raises(SubmissionError, match="permanent.*Invalid partition name specified"):
+        submit(plan, cfg)
