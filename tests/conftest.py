@@ -43,3 +43,14 @@ def data_file(tmp_path: Path) -> Path:
 
 def smoke_cache() -> Path:
     return Path(os.environ.get("LAUNCHER_CACHE", Path.home() / ".cache" / "launcher")) / "smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_assets_local() -> Path:
+    """The tiny model and dataset, built offline by the project's own script."""
+    import subprocess
+
+    out = subprocess.run([PYTHON, str(REPO / "scripts" / "make_smoke_assets.py")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (smoke_cache() / "model" / "config.json").exists()
+    return smoke_cache()

@@ -1,0 +1,140 @@
+"""The local backend end to end on CPU: the real vLLM CPU server + the trainer's preflight, clean shutdown
+on SIGINT/SIGTERM, the job folder's contents, and folders never written over."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, compose
+from launcher.jobdir import create_job_dir
+from launcher.plan import build_plan
+from launcher.progress import read_heartbeat
+
+pytestmark = pytest.mark.vllm_cpu
+
+
+def start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    argv = [PYTHON, "-m", "launcher", "+experiment=smoke", "cluster=local", f"cluster.job_root={tmp_path}/jobs",
+            "server.enforce_eager=true", *overrides]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)
+
+
+def job_dir_of(tmp_path: Path, timeout_s: float = 60) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "jobs").glob("smoke/*/attempt-1"))
+        if found:
+            return found[0].parent
+        time.sleep(0.2)
+    raise AssertionError("no job folder")
+
+
+def processes_of(job_dir: Path) -> list[str]:
+    """Processes on this machine whose environment names this job (the components and their children)."""
+    needle = f"LAUNCHER_JOB_DIR={job_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(f"{proc.name} {(proc / 'cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            continue
+    return found
+
+
+def wait_gone(job_dir: Path, timeout_s: float) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    left = processes_of(job_dir)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_of(job_dir)
+    return left
+
+
+def test_local_smoke_end_to_end_on_cpu(tmp_path, smoke_assets_local):
+    proc = start(tmp_path)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert output.count("no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer runs "
+                        "preflight only (GRPO weight sync needs CUDA)") == 1
+    match = re.search(r"job (local-\S+); job folder (\S+)", output)
+    assert match, output
+    job_dir = Path(match.group(2))
+    # the snapshot
+    for name in ("config.yaml", "plan.txt", "plan.json", "commands.txt", "git.txt", "submission.json"):
+        assert (job_dir / name).is_file(), name
+    assert "trl vllm-serve" in (job_dir / "commands.txt").read_text()
+    assert "not a git repository" in (job_dir / "git.txt").read_text()  # launched from tmp_path
+    attempt = job_dir / "attempt-1"
+    for name in ("supervisor.log", "server.log", "trainer.log", "versions.json", "result.json", "preflight.json"):
+        assert (attempt / name).is_file(), name
+    assert json.loads((attempt / "result.json").read_text())["state"] == "COMPLETED"
+    assert json.loads((attempt / "versions.json").read_text())["trl"].startswith("1.16")
+    assert oct(job_dir.stat().st_mode & 0o777) == "0o700"
+    assert wait_gone(job_dir, 10) == []
+
+
+def test_ctrl_c_stops_both_components_cleanly(tmp_path, smoke_assets_local):
+    proc = start(tmp_path)
+    job_dir = job_dir_of(tmp_path)
+    deadline = time.monotonic() + 60
+    while not (job_dir / "attempt-1" / "server.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_of(job_dir)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
+    proc.communicate(timeout=30)
+    stopped_in = time.monotonic() - sent
+    assert proc.returncode == 130
+    result = json.loads((job_dir / "attempt-1" / "result.json").read_text())
+    assert result["state"] == "STOPPED" and result["reason"] == "stopped by SIGINT"
+    assert wait_gone(job_dir, 5) == []
+    print(f"\nMEASURED SIGINT -> launcher exit {stopped_in:.1f} s")
+    assert stopped_in < 15
+
+
+def test_sigterm_during_training_stops_everything(tmp_path, smoke_assets_local):
+    proc = start(tmp_path, "trainer.use_vllm=false", "grpo.max_steps=10000", "grpo.save_steps=10000")
+    job_dir = job_dir_of(tmp_path)
+    attempt = job_dir / "attempt-1"
+    deadline = time.monotonic() + 400
+    while (read_heartbeat(attempt) or {}).get("phase") != "step" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (read_heartbeat(attempt) or {}).get("phase") == "step"
+    sent = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)  # only the launcher: it must take its components down itself
+    proc.communicate(timeout=30)
+    stopped_in = time.monotonic() - sent
+    assert json.loads((attempt / "result.json").read_text())["reason"] == "stopped by SIGTERM"
+    assert wait_gone(job_dir, 5) == []
+    print(f"\nMEASURED SIGTERM -> launcher exit {stopped_in:.1f} s")
+    assert stopped_in < 15
+
+
+def test_second_launch_never_writes_over_the_first(tmp_path):
+    first = create_job_dir(tmp_path, "smoke")
+    second = create_job_dir(tmp_path, "smoke")
+    assert first != second and first.exists() and second.exists()
+
+
+def test_local_gpu_split_is_disjoint(tmp_path):
+    cfg = compose("+experiment=deepmath", "cluster=local", "trainer.gpus_per_node=2", "server.gpus_per_node=1",
+                  f"model.name_or_path={tmp_path}", f"data.name_or_path={tmp_path}")
+    plan = build_plan(cfg)
+    assert plan.component("trainer").gpus == [0, 1] and plan.component("server").gpus == [2]
+    cfg["server"]["gpus"], cfg["trainer"]["gpus"] = [0], [1, 2]
+    plan = build_plan(cfg)
+    assert plan.component("trainer").gpus == [1, 2] and plan.component("server").gpus == [0]
