@@ -136,8 +136,8 @@ class ClusterConfig:
 @dataclass
 class LaunchConfig:
     name: str = "grpo"  # job name (Slurm job name and job folder)
-    mode: Mode = Mode.server
-    device: Device = Device.auto
+    mode: Mode = Mode.server  # server: separate vLLM server (het job); colocate: vLLM inside the trainer (one GPU ok)
+    device: Device = Device.auto  # auto: CUDA where the job sees a GPU, else the CPU fallback
     dry_run: bool = False  # print the plan and the exact sbatch script; submit nothing
     server: ServerConfig = field(default_factory=ServerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
