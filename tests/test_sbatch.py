@@ -99,3 +99,9 @@ def test_sbatch_values_with_spaces_and_quotes_are_one_argument():
     assert '#SBATCH --job-name="grpo \\"nightly\\" \\#3"' in script
     assert "#SBATCH --comment=\"it's $(not) run; `ever`\"" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_colocate_renders_one_plain_job():
+    script = render("mode=colocate")
+    assert "#SBATCH hetjob" not in script
+    assert script.count("#SBATCH --nodes=") == 1 and "# component 0: trainer" in script
