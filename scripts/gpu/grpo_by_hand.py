@@ -38,6 +38,8 @@ ap.add_argument("--generations", type=int, default=4)
 ap.add_argument("--max-completion", type=int, default=32)
 ap.add_argument("--gpu-mem", type=float, default=0.3, help="colocate mode: vLLM's share of the GPU")
 ap.add_argument("--cpu", action="store_true")
+ap.add_argument("--rewards", default="accuracy,digits",
+                help="accuracy (TRL's accuracy_reward, what the launcher's smoke experiment uses) and/or digits")
 ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "grpo_by_hand"))
 ap.add_argument("--events", default=None, help="JSON-lines event log (rank 0)")
 args = ap.parse_args()
@@ -121,7 +123,7 @@ try:
 
     trainer = GRPOTrainer(
         model=args.model,
-        reward_funcs=[accuracy_reward, digit_share],
+        reward_funcs=[{"accuracy": accuracy_reward, "digits": digit_share}[r] for r in args.rewards.split(",")],
         args=GRPOConfig(**cfg),
         train_dataset=ds,
         processing_class=AutoTokenizer.from_pretrained(args.model),
