@@ -52,6 +52,11 @@ def dry_run(plan: Plan, cfg: dict) -> None:
 
 def launch(composed) -> int:
     """Launch one composed config (a DictConfig from Hydra, or an already plain dict)."""
+    if in_sweep():  # sweep hook: a resumed sweep does not submit a point that already went in
+        from .sweep import skip_point
+
+        if skip_point():
+            return 0
     cfg: dict = {}
     try:
         cfg = composed if isinstance(composed, dict) else to_plain_dict(composed)

@@ -60,6 +60,19 @@ def _retry_delays(retries: int, base_s: float = 1.0, cap_s: float = 30.0) -> lis
     return [min(cap_s, base_s * 2 ** i) for i in range(retries)]
 
 
+# --- rate limit (sweeps): every sbatch call of this process waits its turn, so a sweep never sends
+# slurmctld more than cluster.submit_rate_per_s submissions per second.
+_LAST_SBATCH: list[float] = []  # monotonic start time of this process's previous sbatch call
+
+
+def _wait_turn(min_interval_s: float) -> None:
+    if _LAST_SBATCH and min_interval_s > 0:
+        delay = _LAST_SBATCH[0] + min_interval_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _LAST_SBATCH[:] = [time.monotonic()]
+
+
 class HetSlurmExecutor(submitit.SlurmExecutor):
     """Submits the supervisor as the batch step of the plan's heterogeneous job."""
 
@@ -70,7 +83,8 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         self.plan = plan
         self.job_dir = job_dir
         self.retries = retries
-        self._throttling = min_interval_s
+        self.min_interval_s = min_interval_s
+        self._throttling = 0.0  # submitit's own per-executor throttle; _wait_turn spaces the calls
         self.script = ""
         self.attempts_log: list[str] = []
 
@@ -88,6 +102,7 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
     def _submit_command(self, command: str):
         delays = _retry_delays(self.retries)
         while True:
+            _wait_turn(self.min_interval_s)
             try:
                 return super()._submit_command(command)
             except FailedJobError as error:  # how submitit's CommandFunction reports sbatch's stderr
@@ -117,14 +132,23 @@ def submit(plan: Plan, cfg: dict, job_dir: Path | None = None, min_interval_s: f
 
 
 def submit_launch(plan: Plan, cfg: dict) -> int:
-    try:
-        job, job_dir = submit(plan, cfg)
-    except SubmissionError as error:
-        print(f"launcher: {error}", file=sys.stderr)
-        return 1
-    print(f"launcher: submitted job {job.job_id}; job folder {job_dir}")
     from .launch import in_sweep
 
+    job_dir, interval = None, 0.0
+    if in_sweep():  # sweep hooks: the point's folder is recorded before sbatch; calls are rate-limited
+        from .sweep import record_submitting, submit_interval_s
+
+        job_dir, interval = record_submitting(cfg, plan), submit_interval_s(cfg)
+    try:
+        job, job_dir = submit(plan, cfg, job_dir, min_interval_s=interval)
+    except SubmissionError as error:
+        print(f"launcher: {error}", file=sys.stderr)
+        if in_sweep():
+            from .sweep import record_submit_failure
+
+            record_submit_failure(cfg, error)
+        return 1
+    print(f"launcher: submitted job {job.job_id}; job folder {job_dir}", flush=True)
     if in_sweep():
         from .sweep import record_submission as record_point
 
