@@ -65,8 +65,10 @@ def dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(_clean(obj), default=_json_default, allow_nan=False, **kwargs)
 
 
-def write_json_atomic(path: PathLike, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+def write_json_atomic(path: PathLike, obj: Any, durable: bool = False) -> None:
+    """Write JSON to a temp file in the same folder, then rename over `path`: readers never see half a
+    file. `durable` also fsyncs first (for records that must survive a node crash, like checkpoint.done);
+    heartbeats skip it, since they are rewritten several times per training step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -75,7 +77,8 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
             f.write(dumps(obj, indent=2))
             f.write("\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

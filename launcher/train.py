@@ -497,7 +497,8 @@ def _make_callback_class():
                 self.checkpoint_path = path
                 if self.is_main:
                     progress.write_json_atomic(self.attempt_dir / progress.CHECKPOINT_DONE,
-                                               {"step": state.global_step, "checkpoint": path, "time": time.time()})
+                                               {"step": state.global_step, "checkpoint": path, "time": time.time()},
+                                               durable=True)
             return control
 
     return LauncherCallback
