@@ -62,12 +62,12 @@ def launch(composed) -> int:
         cfg = composed if isinstance(composed, dict) else to_plain_dict(composed)
         plan = build_plan(cfg, gather_facts(cfg), python=sys.executable)
     except InvalidConfig as error:
-        report_invalid(error)
-        if in_sweep():
+        if in_sweep():  # sweep hook: recorded; the sweep lists every invalid point with its reasons at the end
             from .sweep import record_rejection
 
             record_rejection(cfg, error)
             return EXIT_INVALID_CONFIG
+        report_invalid(error)
         sys.exit(EXIT_INVALID_CONFIG)
     for warning in plan.warnings:
         print(f"launcher: warning: {warning}", file=sys.stderr)

@@ -144,8 +144,10 @@ def plot(rows: list[dict], path: Path, by: str, title: str) -> bool:
                 ax.annotate(str(r.get("state") or "n/a").split()[0].lower(), (bar.get_x() + bar.get_width() / 2, 0),
                             ha="center", va="bottom", fontsize=7, rotation=90, color="#555555")
             else:
-                ax.annotate(f"{r[key]:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ax.annotate(_fmt(float(r[key])), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7)
+        if not any(values):  # all zero (a random model's reward): a plain 0..1 axis, not a -0.06..0.06 one
+            ax.set_ylim(0, 1)
         ax.set_ylabel(name, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.2)

@@ -17,6 +17,7 @@ The sweep folder (`hydra.sweep.dir`, default `<job_root>/sweeps/<YYYYmmdd-HHMMSS
                     index         Hydra's job number (the `#` of the tables)
                     overrides     the point's override list (Hydra's hydra.overrides.task): its identity
                     status        pending | submitting | submitted | rejected | submit_failed | dry_run | error
+                                  | local (cluster=local: the point ran here, in turn)
                     reason        why rejected / why sbatch failed (null otherwise)
                     job_id, job_dir, submitted_at   the job that went in (job_dir is set as `submitting`,
                                   before sbatch runs, so an interrupted sbatch can be traced to its folder)
@@ -42,6 +43,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -55,10 +57,11 @@ from .progress import read_json, write_json_atomic
 MANIFEST = "manifest.jsonl"
 SWEEP_FILE = "sweep.json"
 POINT_FILE = "sweep_point.json"
-LOCK_FILE = ".manifest.lock"
+LOCK_FILE = ".manifest.lock"  # held while the manifest is read, changed and written back
+RUN_LOCK_FILE = ".sweep.lock"  # held by the process running (or resuming) the sweep
 
 PENDING, SUBMITTING, SUBMITTED = "pending", "submitting", "submitted"
-REJECTED, SUBMIT_FAILED, DRY_RUN, ERROR = "rejected", "submit_failed", "dry_run", "error"
+REJECTED, SUBMIT_FAILED, DRY_RUN, ERROR, LOCAL = "rejected", "submit_failed", "dry_run", "error", "local"
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_SUBMIT_FAILED = 1
 EXIT_SOME_REJECTED = 2  # as a single launch with an invalid config
@@ -183,6 +186,8 @@ class SweepRun:
         self.started = time.monotonic()
         self.submitted = 0  # points submitted by this run
         self.rejected = 0  # points found invalid by this run
+        self.compose_once: Optional[ComposeOnce] = None
+        self.owner = None  # the open .sweep.lock
 
 
 _RUN: Optional[SweepRun] = None
@@ -243,8 +248,10 @@ def record_rejection(cfg: dict, error) -> None:
         if point.get("job_id"):
             retire_job(point)
         point.update(status=REJECTED, reason=reason, problems=problems, resubmit=False)
+        index = point["index"]
     if _RUN is not None:
         _RUN.rejected += 1
+    say(f"point #{index} is invalid, not submitted: {shorten(reason, 100)}")
 
 
 def record_submitting(cfg: dict, plan) -> Path:
@@ -338,6 +345,49 @@ def find_queued_job(job_dir: str) -> Optional[str]:
     return None
 
 
+class ComposeOnce:
+    """Hydra composes every point twice: the sweeper composes the whole batch first (to fail before
+    anything is launched), then the launcher composes each point again. Composition is most of a
+    sweep's time on the login node (~85 ms a point), so the launcher gets the sweeper's config back
+    instead. Each kept config is handed out once (the sweeper drops its copy); a point that appears
+    twice is composed again. Installed on Hydra's config loader for the sweep only."""
+
+    LIMIT = 2048  # configs kept at most (memory); past that, points are composed twice as before
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+        self.compose = loader.load_sweep_config
+        self.kept: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, master_config, sweep_overrides):
+        key = tuple(str(o) for o in sweep_overrides)
+        if key in self.kept:
+            return self.kept.pop(key)
+        config = self.compose(master_config, sweep_overrides)
+        if len(self.kept) < self.LIMIT:
+            self.kept[key] = config
+        return config
+
+    @classmethod
+    def install(cls) -> Optional["ComposeOnce"]:
+        try:
+            from hydra.core.global_hydra import GlobalHydra
+
+            loader = GlobalHydra.instance().config_loader()
+            if isinstance(getattr(loader, "load_sweep_config", None), ComposeOnce):
+                return None
+            hook = cls(loader)
+            loader.load_sweep_config = hook
+            return hook
+        except Exception:  # another Hydra layout: compose twice, as Hydra does
+            return None
+
+    def uninstall(self) -> None:
+        if self.loader.__dict__.get("load_sweep_config") is self:
+            del self.loader.__dict__["load_sweep_config"]
+        self.kept.clear()
+
+
 # ----------------------------------------------------------------------------- the Hydra callback
 
 
@@ -378,8 +428,15 @@ class SweepCallback(Callback):
             say(f"{sweep_dir} already holds a sweep (manifest.jsonl); resume it with "
                 f"`python -m launcher.jobs resume {sweep_dir}`, or choose another hydra.sweep.dir")
             sys.exit(EXIT_SOME_REJECTED)
-        _RUN = SweepRun(sweep_dir, mode)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        owner = open(sweep_dir / RUN_LOCK_FILE, "a")  # held until this process ends
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            say(f"another process is submitting this sweep ({sweep_dir}); wait for it to end")
+            sys.exit(EXIT_SOME_REJECTED)
+        _RUN = SweepRun(sweep_dir, mode)
+        _RUN.owner = owner
         record = read_json(sweep_dir / SWEEP_FILE) or {"runs": []}
         record["runs"].append({"argv": sys.argv[1:], "cwd": os.getcwd(), "python": sys.executable,
                                "started_at": now_iso(), "mode": mode})
@@ -396,6 +453,7 @@ class SweepCallback(Callback):
         say(f"sweep of {what}{' (resume)' if mode != 'no' else ''}; sweep folder {sweep_dir}", sys.stdout)
         for sig in DEFERRED_SIGNALS:
             _RUN.previous_handlers[sig] = signal.signal(sig, _on_signal)
+        _RUN.compose_once = ComposeOnce.install()
 
     def on_job_start(self, config, **kwargs: Any) -> None:
         if _RUN is None:
@@ -443,6 +501,9 @@ def _restore_signals() -> None:
     for sig, handler in _RUN.previous_handlers.items():
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     _RUN.previous_handlers = {}
+    if _RUN.compose_once is not None:
+        _RUN.compose_once.uninstall()
+        _RUN.compose_once = None
 
 
 def _finish_point(config, job_return) -> None:
@@ -459,6 +520,8 @@ def _finish_point(config, job_return) -> None:
             point.update(status=ERROR, reason=f"{type(job_return._return_value).__name__}: {job_return._return_value}")
         elif config.get("dry_run"):
             point.update(status=DRY_RUN, reason=None)
+        elif config.cluster.get("backend") == "local":  # ran to its end in this process
+            point.update(status=LOCAL, reason=f"ran on this machine, exit code {job_return._return_value}")
 
 
 def _stop_if_asked() -> None:
@@ -521,6 +584,14 @@ def last_line(text: Optional[str]) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def sbatch_failure(reason: str) -> str:
+    """"sbatch failed (permanent): sbatch: error: Batch job submission failed: X" -> "sbatch failed (permanent): X"."""
+    kind = re.match(r"sbatch failed \(([^)]*)\)", reason)
+    message = re.sub(r"^sbatch failed \([^)]*\): ", "", last_line(reason))
+    message = re.sub(r"^sbatch: error: (Batch job submission failed: )?", "", message)
+    return f"sbatch failed ({kind.group(1)}): {message}" if kind else f"sbatch failed: {message}"
+
+
 def end_rows(points: list[dict]) -> list[list[str]]:
     common, _ = varying(points)
     rows = []
@@ -531,11 +602,13 @@ def end_rows(points: list[dict]) -> list[list[str]]:
         elif status == REJECTED:
             job = "rejected: " + shorten(p.get("reason") or "", 70)
         elif status == SUBMIT_FAILED:
-            job = "sbatch failed: " + last_line(p.get("reason"))
+            job = sbatch_failure(p.get("reason") or "")
         elif status == DRY_RUN:
             job = "dry run"
         elif status == ERROR:
             job = "error: " + (p.get("reason") or "")
+        elif status == LOCAL:
+            job = p.get("reason") or "ran on this machine"
         else:
             job = "not submitted"
         rows.append([str(p["index"]), point_label(p, common), job, p.get("job_dir") or ""])

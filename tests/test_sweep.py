@@ -116,6 +116,9 @@ def test_sweep_submits_valid_points_reports_invalid_and_ends_with_a_table(fake, 
             assert p["status"] == "submitted" and p["job_id"] and Path(p["job_dir"]).is_dir()
             assert p["submitted_at"] and p["state"] == "PENDING"  # read once at the end (one sacct call)
             assert json.loads((Path(p["job_dir"]) / "sweep_point.json").read_text())["index"] == p["index"]
+            # each job got its own point's config (Hydra's composition is reused, never mixed up)
+            config = (Path(p["job_dir"]) / "config.yaml").read_text()
+            assert f"tensor_parallel_size: {values[0]}\n" in config and f"data_parallel_size: {values[1]}\n" in config
         else:
             assert p["status"] == "rejected" and p["job_id"] is None
             assert "TP x DP" in p["reason"] and p["problems"][0]["keys"][0] == "server.tensor_parallel_size"
@@ -189,24 +192,28 @@ def test_permanent_error_stops_the_sweep_and_resume_submits_only_the_rest(fake, 
     assert [r["mode"] for r in runs] == ["no", "missing", "missing"]
 
 
-def test_ctrl_c_during_a_submission_lets_it_finish_and_be_recorded(fake, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_during_a_submission_lets_it_finish_and_be_recorded(fake, tmp_path, sig):
     (fake.dir / "sbatch_sleep").write_text("2")
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "-m", "+experiment=deepmath",
                              "cluster=slurm", "cluster.job_root=jobs", "grpo.learning_rate=1e-6,2e-6,3e-6",
                              f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                            env=fake.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=fake.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     started = fake.dir / "sbatch_started"
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert started.exists()
-    proc.send_signal(signal.SIGINT)  # while sbatch runs: it must not die, and its job must be recorded
+    # while sbatch runs, to the whole process group as a terminal does (Ctrl-C, lost SSH session):
+    # sbatch is not killed halfway, its job is recorded, and the sweep stops after it
+    os.killpg(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + sig, stderr
     points = Manifest(tmp_path / "sweep").read()
     assert [p["status"] for p in points] == ["submitted", "pending", "pending"]
     assert points[0]["job_id"] == "1000" and len(fake.calls("sbatch")) == 1
-    assert "SIGINT: stopping the sweep after the point being submitted" in stderr
+    assert f"{sig.name}: stopping the sweep after the point being submitted" in stderr
     assert "1 of 3 points went in; 2 still to submit" in stderr
 
 
