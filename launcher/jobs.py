@@ -476,7 +476,7 @@ def cmd_report(target: Target, args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m launcher.jobs", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m launcher.jobs", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -493,7 +493,8 @@ def parser() -> argparse.ArgumentParser:
     st = command("status", "state of every job: pending, running, completed, failed (with the reason)")
     st.add_argument("--json", action="store_true", help="one JSON object per point instead of a table")
     lg = command("logs", "a component's log of one job", points="one")
-    lg.add_argument("--component", "-c", choices=["trainer", "server", "supervisor", "batch"], default="trainer")
+    lg.add_argument("--component", "-c", choices=["trainer", "server", "supervisor", "batch"], default="trainer",
+                    help="whose log (default: trainer); batch = the batch step's slurm-<id>.out")
     lg.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
     lg.add_argument("--lines", "-n", type=int, default=50, help="last N lines (0: the whole log)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing as it grows, until the job ends")

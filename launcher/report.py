@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from .jobdir import attempts
 from .progress import read_json, read_metrics
-from .sweep import REJECTED, Manifest, refresh_states, varying
+from .sweep import REJECTED, refresh_states, varying
 
 METRICS = ("tokens_per_s", "step_time_s", "reward", "steps", "server_startup_s")
 BETTER = {"tokens_per_s": max, "reward": max, "step_time_s": min}

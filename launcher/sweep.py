@@ -218,10 +218,6 @@ def _edit_current():
     return block()
 
 
-def _label(overrides: list[str]) -> str:
-    return " ".join(overrides)
-
-
 def skip_point() -> bool:
     """Called by launch() first: on resume, True for a point that is not to be submitted again."""
     if _RUN is None or _RUN.resume == "no":

@@ -9,7 +9,6 @@ Transient and permanent sbatch failures are injected by an `sbatch` wrapper earl
 from __future__ import annotations
 
 import csv
-import os
 import re
 import secrets
 import signal
