@@ -59,6 +59,63 @@ LAUNCHER_OWNED_SBATCH = {
     "C": "cluster.constraint",
     "export": "(the launcher passes the environment; see cluster.env / cluster.secret_env)",
 }
+# sbatch 22.05's long options (`sbatch --help` and sbatch(1)); a key outside this set would make sbatch
+# exit with "unrecognized option" after the job folder was made
+SBATCH_OPTIONS = frozenset("""
+account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint container
+contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot dependency
+distribution error exclude exclusive export export-file extra-node-info get-user-env gid gpu-bind gpu-freq gpus
+gpus-per-node gpus-per-socket gpus-per-task gres gres-flags help hint hold ignore-pbs input job-name
+kill-on-invalid-dep licenses mail-type mail-user mcs-label mem mem-bind mem-per-cpu mem-per-gpu mincpus network
+nice no-kill no-requeue nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu ntasks-per-node
+ntasks-per-socket open-mode output overcommit oversubscribe parsable partition power prefer priority profile
+propagate qos quiet reboot requeue reservation signal sockets-per-node spread-job switches test-only
+thread-spec threads-per-core time time-min tmp uid usage use-min-nodes verbose version wait wait-all-nodes
+wckey wrap""".split())
+SBATCH_SHORT = {"A": "account", "C": "constraint", "D": "chdir", "F": "nodefile", "G": "gpus", "H": "hold",
+                "J": "job-name", "L": "licenses", "M": "clusters", "N": "nodes", "O": "overcommit", "Q": "quiet",
+                "S": "core-spec", "V": "version", "W": "wait", "a": "array", "b": "begin", "c": "cpus-per-task",
+                "d": "dependency", "e": "error", "h": "help", "i": "input", "k": "no-kill", "m": "distribution",
+                "n": "ntasks", "o": "output", "p": "partition", "q": "qos", "s": "oversubscribe", "t": "time",
+                "v": "verbose", "w": "nodelist", "x": "exclude"}
+# options that make no sense in a launcher's #SBATCH block, and why
+SBATCH_REFUSED = {
+    "array": "a heterogeneous job cannot be a job array; use a sweep (python -m launcher -m ...)",
+    "wrap": "the launcher writes the batch script itself",
+    "wait": "sbatch would block until the job ends; use cluster.wait=true",
+    "test-only": "nothing would be submitted; use dry_run=true",
+    "parsable": "the launcher reads sbatch's output itself",
+    "help": "not a job option", "usage": "not a job option", "version": "not a job option",
+    "chdir": "the job runs from the launch directory; set paths in the config instead",
+    "input": "the components read nothing from stdin",
+}
+# options that take no value (true/false), and those whose value is optional
+SBATCH_FLAGS = frozenset("contiguous hold ignore-pbs overcommit oversubscribe reboot requeue no-requeue "
+                         "spread-job test-only use-min-nodes parsable quiet verbose".split())
+SBATCH_OPTIONAL_VALUE = frozenset("exclusive no-kill get-user-env propagate kill-on-invalid-dep wait-all-nodes".split())
+MEMORY = re.compile(r"^\d+([KMGT]B?)?$", re.I)
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,+-]+$")  # partition / account / qos (a comma list of partitions is fine)
+# the name is a folder under cluster.job_root: no path separators, no "." / "..", no control characters
+# and no "|": sacct's parsable output (the jobs CLI, job states) cannot delimit a job name holding it
+JOB_NAME = re.compile(r"^(?!\.\.?$)[^/|\x00-\x1f\x7f]{1,100}$")
+# `trl vllm-serve` flags the launcher sets from the config (key to set instead)
+SERVER_OWNED_FLAGS = {
+    "model": "model.name_or_path", "revision": "model.revision", "host": "server.host", "port": "server.port",
+    "tensor-parallel-size": "server.tensor_parallel_size", "data-parallel-size": "server.data_parallel_size",
+    "gpu-memory-utilization": "server.gpu_memory_utilization", "max-model-len": "server.max_model_len",
+    "enforce-eager": "server.enforce_eager", "trust-remote-code": "model.trust_remote_code",
+    "distributed-executor-backend": "server.distributed_executor_backend",
+}
+# `accelerate launch` flags the launcher sets from the topology
+TRAINER_OWNED_FLAGS = {
+    "config-file": "trainer.strategy", "num-machines": "trainer.nodes",
+    "num-processes": "trainer.nodes x trainer.gpus_per_node", "machine-rank": "(set per node in the job)",
+    "main-process-ip": "(trainer node 0, found in the job)", "main-process-port": "trainer.main_process_port",
+}
+# environment variables the launcher or Slurm sets in the components; a value in cluster/server/trainer.env breaks that wiring
+RESERVED_ENV = re.compile(r"^(LAUNCHER_.*|SLURM_.*|SUBMITIT_.*|CUDA_VISIBLE_DEVICES|VLLM_HOST_IP|MASTER_ADDR|"
+                          r"MASTER_PORT|RANK|LOCAL_RANK|WORLD_SIZE)$")
+EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY)", re.I)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -213,7 +270,7 @@ def check_grpo_batch(cfg: dict, facts: Facts) -> list[Problem]:
                                 f"GRPO needs at least 2 generations per prompt to compute advantages, got {num_generations}"))
         return problems
     if min(per_device, accum) < 1 or trainer_processes(cfg) < 1:
-        return problems
+        return problems  # reported by check_grpo_counts / check_counts
     processes = trainer_processes(cfg)
     global_batch = per_device * processes
     if gen_batch is not None and steps_per_gen is not None:
@@ -221,6 +278,8 @@ def check_grpo_batch(cfg: dict, facts: Facts) -> list[Problem]:
                                 "set one of them, not both (TRL refuses both)"))
         return problems
     if gen_batch is not None:
+        if not isinstance(gen_batch, int) or gen_batch < 1:
+            return problems  # reported by check_grpo_counts
         if gen_batch % global_batch:
             problems.append(Problem(
                 ("grpo.generation_batch_size", "grpo.per_device_train_batch_size", "trainer.gpus_per_node", "trainer.nodes"),
@@ -228,7 +287,17 @@ def check_grpo_batch(cfg: dict, facts: Facts) -> list[Problem]:
                 f"per_device_train_batch_size x processes = {per_device} x {processes} = {global_batch}"))
             return problems
     else:
+        if steps_per_gen is not None and (not isinstance(steps_per_gen, int) or steps_per_gen < 1):
+            return problems  # reported by check_grpo_counts
         gen_batch = global_batch * (steps_per_gen or accum)
+    if isinstance(gen_batch, int) and 0 < gen_batch < num_generations:
+        problems.append(Problem(
+            ("grpo.num_generations", "grpo.per_device_train_batch_size", "grpo.generation_batch_size"),
+            f"num_generations ({num_generations}) is larger than the generation batch ({gen_batch}): all "
+            f"generations of a prompt must fit in one batch"))
+        return problems
+    if not isinstance(gen_batch, int) or gen_batch < 1:
+        return problems
     if gen_batch % num_generations:
         how = ("generation_batch_size" if g.get("generation_batch_size") is not None else
                f"per_device_train_batch_size x processes x steps_per_generation = "
@@ -276,7 +345,82 @@ def check_grpo_fields(cfg: dict, facts: Facts) -> list[Problem]:
         elif value is not None and not _accepts(fields[key]["type"], value):
             problems.append(Problem((f"grpo.{key}",),
                                     f"must be {fields[key]['type']}, got {type(value).__name__} {value!r}"))
+        elif "choices" in fields[key] and value not in fields[key]["choices"]:
+            close = difflib.get_close_matches(str(value), fields[key]["choices"], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(Problem((f"grpo.{key}",),
+                                    f"{value!r} is not one of {', '.join(fields[key]['choices'])}{hint}"))
     return problems
+
+
+GRPO_POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
+                 "steps_per_generation", "max_completion_length", "num_iterations")
+
+
+def check_grpo_counts(cfg: dict, facts: Facts) -> list[Problem]:
+    """Counts TRL divides by or loops over: 0 or less fails in GRPOConfig, after the job has queued."""
+    problems = []
+    for key in GRPO_POSITIVE:
+        value = cfg["grpo"].get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            problems.append(Problem((f"grpo.{key}",), f"must be at least 1, got {value}"))
+    samples = cfg["data"].get("max_samples")
+    if samples is not None and samples < 1:
+        problems.append(Problem(("data.max_samples",), f"must be at least 1 or null (all rows), got {samples}"))
+    return problems
+
+
+def check_lengths(cfg: dict, facts: Facts) -> list[Problem]:
+    """A completion as long as the server's whole context leaves no room for the prompt: vLLM rejects
+    every request ("maximum context length") once training starts."""
+    if cfg["mode"] != "server" or not cfg["trainer"]["use_vllm"]:
+        return []
+    max_len = cfg["server"]["max_model_len"]
+    completion = cfg["grpo"].get("max_completion_length", grpo_fields()["fields"]["max_completion_length"]["default"])
+    if isinstance(max_len, int) and max_len < 1:
+        return [Problem(("server.max_model_len",), f"must be at least 1 or null (the model's), got {max_len}")]
+    if isinstance(max_len, int) and isinstance(completion, int) and completion >= max_len:
+        return [Problem(("grpo.max_completion_length", "server.max_model_len"),
+                        f"completions of up to {completion} tokens leave no room for the prompt in the server's "
+                        f"context of {max_len} tokens: raise server.max_model_len or lower max_completion_length")]
+    return []
+
+
+def _flag(arg: Any) -> Optional[str]:
+    """`--tensor_parallel_size=2` -> "tensor-parallel-size"; None for values and short options."""
+    if not isinstance(arg, str) or not arg.startswith("--"):
+        return {"-tp": "tensor-parallel-size", "-dp": "data-parallel-size"}.get(arg) if isinstance(arg, str) else None
+    return arg[2:].split("=", 1)[0].replace("_", "-").lower()
+
+
+def check_extra_args(cfg: dict, facts: Facts) -> list[Problem]:
+    """Pass-through flags must not fight the ones the launcher sets (the last one wins, silently)."""
+    problems = []
+    if cfg["mode"] == "server":
+        for arg in cfg["server"]["extra_args"]:
+            flag = _flag(arg)
+            if flag in SERVER_OWNED_FLAGS:
+                problems.append(Problem(("server.extra_args",),
+                                        f"{arg} is set by the launcher; use {SERVER_OWNED_FLAGS[flag]} instead"))
+            elif flag == "api-key":
+                problems.append(Problem(("server.extra_args",),
+                                        "--api-key breaks training: TRL's client sends no key, so /v1/* answers 401 "
+                                        "(and vLLM's development endpoints stay unauthenticated; docs/security.md)"))
+    for arg in cfg["trainer"]["extra_args"]:
+        flag = _flag(arg)
+        if flag in TRAINER_OWNED_FLAGS:
+            problems.append(Problem(("trainer.extra_args",),
+                                    f"{arg} is set by the launcher; use {TRAINER_OWNED_FLAGS[flag]} instead"))
+    return problems
+
+
+def check_name(cfg: dict, facts: Facts) -> list[Problem]:
+    name = cfg["name"]
+    if not isinstance(name, str) or not JOB_NAME.match(name):
+        return [Problem(("name",), f"{name!r} names the job folder under cluster.job_root: 1-100 characters, "
+                                   "no '/', no '|' (sacct's delimiter), no control characters (newlines, "
+                                   "tabs), not '.' or '..'")]
+    return []
 
 
 def check_walltime(cfg: dict, facts: Facts) -> list[Problem]:
@@ -306,6 +450,22 @@ def check_timeouts(cfg: dict, facts: Facts) -> list[Problem]:
         section, name = key.split(".")
         if cfg[section][name] < 0:
             problems.append(Problem((key,), f"must be >= 0, got {cfg[section][name]}"))
+    c = cfg["cluster"]
+    if (c["backend"] == "slurm" and c["checkpoint_timeout_s"] > 0
+            and 0 <= c["signal_before_end_s"] < c["checkpoint_timeout_s"] + c["stop_grace_s"]):
+        problems.append(Problem(
+            ("cluster.signal_before_end_s", "cluster.checkpoint_timeout_s", "cluster.stop_grace_s"),
+            f"USR2 comes {c['signal_before_end_s']} s before the walltime, but the checkpoint may take "
+            f"{c['checkpoint_timeout_s']:g} s and stopping {c['stop_grace_s']:g} s more: the walltime would cut "
+            "the checkpoint short"))
+    if 0 < cfg["trainer"]["watchdog_timeout_s"] < 120:
+        problems.append(Problem(("trainer.watchdog_timeout_s",),
+                                f"{cfg['trainer']['watchdog_timeout_s']:g} s may end a healthy job: there is no "
+                                "heartbeat while a model loads or weights sync", severity="warning"))
+    backend = cfg["server"]["distributed_executor_backend"]
+    if cfg["mode"] == "server" and backend is not None and backend not in EXECUTOR_BACKENDS:
+        problems.append(Problem(("server.distributed_executor_backend",),
+                                f"{backend!r} is not one of vLLM's executors ({', '.join(EXECUTOR_BACKENDS)}) or null"))
     util = cfg["server"]["gpu_memory_utilization"]
     if cfg["mode"] == "server" and not 0 < util <= 1:
         problems.append(Problem(("server.gpu_memory_utilization",), f"must be in (0, 1], got {util}"))
@@ -319,6 +479,16 @@ def check_ports(cfg: dict, facts: Facts) -> list[Problem]:
         port = cfg[section][name]
         if port is not None and not 1024 <= port <= 65535:
             problems.append(Problem((key,), f"must be a port in 1024..65535 or null (pick one per job), got {port}"))
+    t = cfg["trainer"]
+    if t["group_port"] is not None and t["group_port"] == t["main_process_port"]:
+        problems.append(Problem(("trainer.group_port", "trainer.main_process_port"),
+                                f"both are {t['group_port']}: the weight-sync store and accelerate's rendezvous both "
+                                "listen on trainer node 0"))
+    port = cfg["server"]["port"]
+    if (cfg["cluster"]["backend"] == "local" and cfg["mode"] == "server" and port is not None
+            and port in (t["group_port"], t["main_process_port"])):
+        problems.append(Problem(("server.port", "trainer.group_port", "trainer.main_process_port"),
+                                f"port {port} is used twice on this machine"))
     if cfg["server"]["host"] == "0.0.0.0":
         problems.append(Problem(("server.host",),
                                 "0.0.0.0 exposes the unauthenticated vLLM development endpoints on every "
@@ -341,6 +511,22 @@ def check_paths(cfg: dict, facts: Facts) -> list[Problem]:
         elif _looks_local(value) and not Path(os.path.expanduser(value)).exists():
             hint = " (build the smoke assets: python scripts/make_smoke_assets.py)" if "/smoke/" in value else ""
             problems.append(Problem((key,), f"local path {value} does not exist{hint}"))
+    return problems
+
+
+def check_local_files(cfg: dict, facts: Facts) -> list[Problem]:
+    """The interpreter the nodes run and the folder job folders go to (a shared filesystem is assumed)."""
+    problems = []
+    python = cfg["cluster"]["python"]
+    if python and os.path.isabs(os.path.expanduser(python)) and not os.access(os.path.expanduser(python), os.X_OK):
+        problems.append(Problem(("cluster.python",), f"{python} is not an executable file here (fine only if the "
+                                                     "nodes have it at that path)", severity="warning"))
+    root = Path(os.path.expanduser(str(cfg["cluster"]["job_root"])))
+    existing = next((p for p in [root, *root.absolute().parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        problems.append(Problem(("cluster.job_root",), f"{existing} is a file, not a folder"))
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(Problem(("cluster.job_root",), f"{existing} is not writable: job folders cannot be made there"))
     return problems
 
 
@@ -370,29 +556,67 @@ def check_env(cfg: dict, facts: Facts) -> list[Problem]:
                     (key, "cluster.secret_env"),
                     f"looks like a secret: values in {section}.env are written into the job script; export "
                     f"{name} in your shell and list it in cluster.secret_env instead"))
+    for section in ("cluster", "server", "trainer"):
+        for name in cfg[section]["env"]:
+            if ENV_NAME.match(name) and RESERVED_ENV.match(name):
+                problems.append(Problem((f"{section}.env.{name}",),
+                                        "is set by the launcher or Slurm in each component; setting it breaks "
+                                        "the wiring (GPU binding, ranks, the job folder)"))
+            elif name in cfg["cluster"]["secret_env"] and not SECRET_NAME.search(name):
+                problems.append(Problem((f"{section}.env.{name}", "cluster.secret_env"),
+                                        f"{name} is a secret (cluster.secret_env): its value comes from your "
+                                        f"environment only; remove it from {section}.env, whose values are written "
+                                        "into the job folder"))
     for name in cfg["cluster"]["secret_env"]:
         if not ENV_NAME.match(name):
             problems.append(Problem(("cluster.secret_env",), f"{name!r} is not a valid environment variable name"))
     return problems
 
 
+def _sbatch_value_problem(option: str, value: Any) -> Optional[str]:
+    if _multiline(value):
+        return "an #SBATCH value cannot contain a newline"
+    if option in SBATCH_FLAGS:
+        return None if isinstance(value, bool) else f"--{option} takes no value: set it to true or false"
+    if value is True and option not in SBATCH_OPTIONAL_VALUE:
+        return f"--{option} needs a value"
+    if option in ("mem", "mem-per-cpu", "mem-per-gpu") and not (value is None or MEMORY.match(str(value))):
+        return f"{value!r} is not a memory size sbatch accepts (a number of MB, or with a unit: 64G, 500M)"
+    if option in ("cpus-per-task", "mincpus", "ntasks-per-gpu", "cpus-per-gpu") and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return f"must be a positive integer, got {value!r}"
+    return None
+
+
 def check_sbatch(cfg: dict, facts: Facts) -> list[Problem]:
     problems = []
     for section in ("cluster", "server", "trainer"):
-        for flag in cfg[section]["sbatch"]:
+        for flag, value in cfg[section]["sbatch"].items():
             key = f"{section}.sbatch.{flag}"
             bare = str(flag).lstrip("-")
+            option = SBATCH_SHORT.get(bare, bare)
             if not SBATCH_FLAG.match(bare):
                 problems.append(Problem((key,), "is not an sbatch option name"))
-            elif bare in LAUNCHER_OWNED_SBATCH:
-                problems.append(Problem((key,), f"is rendered by the launcher; set {LAUNCHER_OWNED_SBATCH[bare]}"))
-            elif _multiline(cfg[section]["sbatch"][flag]):
-                problems.append(Problem((key,), "an #SBATCH value cannot contain a newline"))
-    values = {"name": cfg["name"], **{f"cluster.{k}": cfg["cluster"][k]
-                                      for k in ("partition", "account", "qos", "constraint", "time")}}
+            elif option in LAUNCHER_OWNED_SBATCH:
+                problems.append(Problem((key,), f"is rendered by the launcher; set {LAUNCHER_OWNED_SBATCH[option]}"))
+            elif option not in SBATCH_OPTIONS:
+                close = difflib.get_close_matches(option, sorted(SBATCH_OPTIONS), n=1)
+                hint = f"; did you mean {section}.sbatch.{close[0]}?" if close else ""
+                problems.append(Problem((key,), f"--{option} is not an sbatch option (Slurm 22.05){hint}"))
+            elif option in SBATCH_REFUSED:
+                problems.append(Problem((key,), f"is not allowed: {SBATCH_REFUSED[option]}"))
+            else:
+                why = _sbatch_value_problem(option, value)
+                if why:
+                    problems.append(Problem((key,), why))
+    values = {f"cluster.{k}": cfg["cluster"][k] for k in ("partition", "account", "qos", "constraint", "time")}
     for key, value in values.items():
         if _multiline(value):
             problems.append(Problem((key,), "an #SBATCH value cannot contain a newline"))
+        elif key in ("cluster.partition", "cluster.account", "cluster.qos") and value is not None and \
+                not SLURM_NAME.match(str(value)):
+            problems.append(Problem((key,), f"{value!r} is not a Slurm {key.split('.')[1]} name "
+                                            "(letters, digits, '.', '_', '-'; partitions may be a comma list)"))
     return problems
 
 
@@ -446,15 +670,19 @@ def check_slurm_facts(cfg: dict, facts: Facts) -> list[Problem]:
     if cfg["cluster"]["backend"] != "slurm" or facts.partitions is None:
         return []
     partition = cfg["cluster"]["partition"] or facts.default_partition
-    if partition is None:
+    if partition is None or not SLURM_NAME.match(str(partition)):
         return []
-    if partition not in facts.partitions:
+    missing = [p for p in str(partition).split(",") if p not in facts.partitions]
+    if missing:
         return [Problem(("cluster.partition",),
-                        f"partition {partition!r} does not exist (sinfo lists: {', '.join(sorted(facts.partitions))})")]
+                        f"partition {missing[0]!r} does not exist (sinfo lists: {', '.join(sorted(facts.partitions))})")]
+    partition = str(partition).split(",")[0]  # sbatch picks one of a list; judge by the first
     info = facts.partitions[partition]
     problems = []
     components = [("trainer", cfg["trainer"])] + ([("server", cfg["server"])] if cfg["mode"] == "server" else [])
     for name, comp in components:
+        if cfg["device"] == "cpu":
+            break  # no GPUs are requested (--gpus-per-node is not rendered)
         if info.get("gpus_per_node") is not None and comp["gpus_per_node"] > info["gpus_per_node"]:
             problems.append(Problem((f"{name}.gpus_per_node", "cluster.partition"),
                                     f"{comp['gpus_per_node']} GPUs per node requested, but nodes of partition "
@@ -475,9 +703,10 @@ def check_slurm_facts(cfg: dict, facts: Facts) -> list[Problem]:
 
 
 RULES: tuple[Callable[[dict, Facts], list[Problem]], ...] = (
-    check_counts, check_server_topology, check_tensor_parallel_heads, check_data_parallel_dense,
-    check_grpo_fields, check_grpo_batch, check_walltime, check_timeouts, check_ports, check_paths,
-    check_rewards, check_env, check_sbatch, check_local_gpus, check_slurm_facts,
+    check_name, check_counts, check_server_topology, check_tensor_parallel_heads, check_data_parallel_dense,
+    check_grpo_fields, check_grpo_counts, check_grpo_batch, check_lengths, check_extra_args, check_walltime,
+    check_timeouts, check_ports, check_paths, check_local_files, check_rewards, check_env, check_sbatch,
+    check_local_gpus, check_slurm_facts,
 )
 
 
