@@ -77,7 +77,10 @@ def launch(composed) -> int:
     if plan.backend == "slurm":
         from .slurm import submit_launch
 
-        return submit_launch(plan, cfg)
+        code = submit_launch(plan, cfg)
+        if code and not in_sweep():
+            sys.exit(code)  # Hydra drops the return value: a failed sbatch must not exit 0
+        return code
     from .local import run_local
 
     code = run_local(plan, cfg)

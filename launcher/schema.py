@@ -126,6 +126,7 @@ class ClusterConfig:
     job_root: str = "jobs"  # job folders go under <job_root>/<name>/
     signal_before_end_s: int = 300  # USR2 this long before walltime: checkpoint, then requeue
     max_requeues: int = 3  # requeues after preemption or walltime (0 = never)
+    requeue_on_node_failure: bool = False  # a lost node: false = the job ends FAILED naming it; true = requeue + resume
     checkpoint_timeout_s: float = 120.0  # how long the trainer gets to save before being stopped
     stop_grace_s: float = 10.0  # SIGTERM -> SIGKILL delay when stopping a component
     wait: bool = False  # Slurm: stay in the foreground and show progress until the job ends

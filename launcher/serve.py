@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def server_argv(execs: list[str], host: str, port: int, python: str) -> list[str
     if argv[:1] == ["trl"]:
         argv[0] = program("trl", python)
     return argv
+
+
+def ignore_stray_usr2() -> None:
+    """USR2 belongs to the supervisor (walltime/preemption -> checkpoint -> requeue). A USR2 sent to
+    every step (`--signal=USR2@N` without B:, `scancel --signal=USR2` without --batch) would kill a
+    process that does not handle it; an ignored signal stays ignored across exec and fork."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def main() -> None:
@@ -51,6 +59,7 @@ def main() -> None:
     })
     print(f"server: exec {' '.join(argv)}", flush=True)
     sys.stdout.flush()
+    ignore_stray_usr2()
     os.execvpe(argv[0], argv, env)
 
 

@@ -6,6 +6,7 @@ Both give a Step with poll/stop; the supervisor does not know which backend it r
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -22,6 +23,10 @@ class Step(Protocol):
 
     def poll(self) -> Optional[int]: ...
 
+    def terminate(self) -> None: ...
+
+    def kill(self) -> Optional[int]: ...
+
     def stop(self, grace_s: float) -> Optional[int]: ...
 
 
@@ -31,7 +36,10 @@ class ProcessStep:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path):
         self.name = name
         self.argv = argv
+        self.log_path = Path(log)
         self._log: IO[bytes] = open(log, "ab", buffering=0)
+        self.log_offset = self._log.tell()  # where this start's output begins (a restarted step appends)
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
@@ -42,17 +50,16 @@ class ProcessStep:
     def _signal_group(self, sig: int) -> None:
         try:
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self, grace_s: float) -> Optional[int]:
-        """SIGTERM to the whole group, SIGKILL after grace_s; returns the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM to the whole group (srun forwards it to the step's tasks on every node)."""
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
+
+    def kill(self) -> Optional[int]:
+        """SIGKILL to what is left of the group; returns the exit code."""
         # children that outlived their parent (vLLM engine cores, accelerate workers) go too
         self._signal_group(signal.SIGKILL)
         try:
@@ -61,6 +68,60 @@ class ProcessStep:
             pass
         self._log.close()
         return self.proc.returncode
+
+    def stop(self, grace_s: float) -> Optional[int]:
+        """SIGTERM to the whole group, SIGKILL after grace_s; returns the exit code."""
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def output(self, limit: int = 64 * 1024) -> str:
+        """What this start of the step printed so far (its last `limit` bytes)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self.log_offset, f.seek(0, os.SEEK_END) - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def stop_steps(steps: list, grace_s: float) -> dict[str, Optional[int]]:
+    """Stop several steps together: SIGTERM to all, one shared grace, then SIGKILL; {name: exit code}."""
+    for step in steps:
+        step.terminate()
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(step.poll() is None for step in steps):
+        time.sleep(0.1)
+    return {step.name: step.kill() for step in steps}
+
+
+# srun's own complaints when slurmctld is away (restarting): the step never started, try again
+SRUN_TRANSIENT = re.compile(
+    r"^srun: error: .*(Unable to contact slurm controller|Unable to confirm allocation|Socket timed out|"
+    r"Zero Bytes were transmitted|Transport endpoint is not connected|slurm_receive_msg)", re.M)
+
+
+SRUN_NODE_FAILURE = re.compile(r"^srun: error: Node failure on (\S+)", re.M)
+
+
+def srun_node_failures(step) -> list[str]:
+    """Nodes srun reported as failed for this step ("srun: error: Node failure on node2"); srun itself
+    then exits 0, so this line is the evidence."""
+    output = getattr(step, "output", None)
+    return sorted(set(SRUN_NODE_FAILURE.findall(output()))) if output is not None else []
+
+
+def srun_transient_error(step) -> Optional[str]:
+    """The srun error line when a step could not be created because slurmctld did not answer."""
+    output = getattr(step, "output", None)
+    if output is None:
+        return None
+    match = SRUN_TRANSIENT.search(output())
+    return match.group(0) if match else None
 
 
 def _wrapped(plan: Plan, component: Component) -> list[str]:

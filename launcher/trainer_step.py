@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .jobdir import load_plan
 from .node import free_port, has_cuda, node_address, slurm_hostnames
+from .serve import ignore_stray_usr2
 
 NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (weight sync needs CUDA)"
 
@@ -78,6 +79,7 @@ def main() -> None:
                 arg = arg.replace(key, value)
             argv.append(arg)
     print(f"trainer: exec {' '.join(argv)}", flush=True)
+    ignore_stray_usr2()
     os.execvpe(argv[0], argv, env)
 
 
