@@ -1,0 +1,176 @@
+"""Security on the real test cluster: hostile values never execute, secrets travel only in the
+environment, job folders are private, the server binds the node's cluster address.
+
+Hostile values reach every layer that could run a shell: the job name (the job folder path, #SBATCH lines,
+the `exec` line of the batch script, srun's --job-name), #SBATCH values, exported environment values
+(with a newline), a GRPOConfig string and a `trl vllm-serve` argument. They come from a YAML experiment
+file (YAML expresses quotes and newlines exactly). If any shell ever evaluated one, a `pwned-*` file would
+appear in the job's working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.jobdir import latest_attempt
+from launcher.progress import read_heartbeat
+
+from .conftest import CLUSTER, REPO, wait_no_orphans, wait_state
+
+pytestmark = pytest.mark.cluster
+
+# each clause tries a different way into a shell; all of them create a marker file if evaluated
+PAYLOAD = "a'b\"c;touch pwned-semi;$(touch pwned-dollar)`touch pwned-tick`&&touch pwned-and|touch pwned-pipe"
+WITH_NEWLINE = PAYLOAD + "\ntouch pwned-newline"
+# the job name may not hold "|" (sacct's delimiter: validation refuses it); everything else stays
+NAME = PAYLOAD.replace("|touch pwned-pipe", "")
+
+
+def _secrets() -> dict[str, str]:
+    return {"HF_TOKEN": f"hf_{secrets.token_hex(12)}", "WANDB_API_KEY": f"wandb{secrets.token_hex(12)}",
+            "MY_SERVICE_TOKEN": f"svc{secrets.token_hex(12)}"}
+
+
+def _experiment(tmp_path: Path) -> Path:
+    conf = tmp_path / "conf" / "hostile"
+    conf.mkdir(parents=True)
+    body = {
+        "name": NAME,
+        "server": {"env": {"HOSTILE_SERVER": WITH_NEWLINE}, "extra_args": ["--served-model-name", PAYLOAD]},
+        "trainer": {"env": {"HOSTILE_TRAINER": PAYLOAD}, "use_vllm": False},
+        "cluster": {"env": {"HOSTILE_ALL": WITH_NEWLINE}, "sbatch": {"comment": PAYLOAD},
+                    "secret_env": ["HF_TOKEN", "WANDB_API_KEY", "MY_SERVICE_TOKEN"]},
+        "grpo": {"run_name": WITH_NEWLINE, "max_steps": 300, "save_steps": 1000},
+    }
+    path = conf / "hostile.yaml"
+    path.write_text("# @package _global_\n" + yaml.safe_dump(body, allow_unicode=True))
+    return tmp_path / "conf"
+
+
+def _cli(env: dict, cwd: Path, conf: Path, *overrides: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "launcher", "+experiment=smoke", "+hostile=hostile",
+            f"hydra.searchpath=[file://{conf}]", "cluster=slurm", f"cluster.job_root={cwd / 'jobs'}",
+            "server.enforce_eager=true", *overrides]
+    # a permissive umask (group write) in the submitting shell: the job folder must stay private anyway
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+                          preexec_fn=lambda: os.umask(0o002))
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluster_env, smoke_assets, tmp_path):
+    values = _secrets()
+    env = dict(cluster_env, **values)
+    conf = _experiment(tmp_path)
+
+    dry = _cli(env, tmp_path, conf, "dry_run=true")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "secrets from your environment (never written): HF_TOKEN, WANDB_API_KEY, MY_SERVICE_TOKEN" in dry.stdout
+
+    out = _cli(env, tmp_path, conf)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id, job_dir = re.search(r"submitted job (\d+); job folder (.+)$", out.stdout, re.M).groups()
+    job_dir = Path(job_dir)
+    try:
+        assert job_dir.parent.name == NAME  # the hostile name is the folder, verbatim
+        # while it runs: each value arrived intact, as data, in the component it was meant for
+        attempt = _wait(lambda: latest_attempt(job_dir), 600)
+        beat = _wait(lambda: (b := read_heartbeat(attempt)) and b.get("phase") == "step" and b, 900)
+        server = json.loads((attempt / "server.json").read_text())
+        trainer_env, server_env = _environ(beat["pid"]), _environ(server["pid"])
+        assert trainer_env["HOSTILE_TRAINER"] == PAYLOAD and trainer_env["HOSTILE_ALL"] == WITH_NEWLINE
+        assert server_env["HOSTILE_SERVER"] == WITH_NEWLINE and "HOSTILE_TRAINER" not in server_env
+        for name, value in values.items():  # secrets reach both components through the environment
+            assert trainer_env[name] == value and server_env[name] == value
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                               env=cluster_env).stdout
+        assert f"JobName={NAME} " in shown and f"Comment={PAYLOAD} " in shown
+        models = subprocess.run([str(CLUSTER), "on", server["host"], "python3", "-c",
+                                 f"import urllib.request; print(urllib.request.urlopen('{server['url']}/v1/models')"
+                                 ".read().decode())"], capture_output=True, text=True, env=cluster_env).stdout
+        assert json.loads(models)["data"][0]["id"] == PAYLOAD
+
+        # the server listens on the node's cluster address only, on a port of its own
+        assert server["address"].startswith("10.213.0.") and server["url"] == f"http://{server['address']}:{server['port']}"
+        sockets = subprocess.run([str(CLUSTER), "on", server["host"], "ss", "-Hltn"], capture_output=True,
+                                 text=True, env=cluster_env).stdout
+        listening = [line.split()[3] for line in sockets.splitlines() if line.split()[3].endswith(f":{server['port']}")]
+        assert listening == [f"{server['address']}:{server['port']}"], sockets
+
+        assert wait_state(job_id, 900) == "COMPLETED"
+    finally:
+        subprocess.run(["scancel", job_id], env=cluster_env, capture_output=True)
+
+    markers = [p for p in tmp_path.rglob("pwned-*")] + [p for p in REPO.glob("pwned-*")]
+    assert markers == [], f"a hostile value was executed: {markers}"
+
+    # secrets: nowhere in the job folder (scripts, plan, config, logs, submitit pickles, slurm-*.out),
+    # nowhere in what the CLI printed, nowhere in the dry run
+    assert (job_dir / "job.sbatch").read_text().count("HOSTILE_ALL=") == 1  # plain env values are written (documented)
+    for path in _files(tmp_path):
+        data = path.read_bytes()
+        for name, value in values.items():
+            assert value.encode() not in data, f"{name} leaked into {path}"
+    for name, value in values.items():
+        assert value not in out.stdout + out.stderr + dry.stdout + dry.stderr, f"{name} printed"
+
+    # private: the job folder is the user's alone, and nothing in it is group/world writable
+    assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
+    loose = [(p, oct(stat.S_IMODE(p.lstat().st_mode))) for p in [job_dir, *job_dir.rglob("*")]
+             if not p.is_symlink() and p.lstat().st_mode & 0o022]
+    assert loose == []
+    assert wait_no_orphans(60) == []
+
+
+def _wait(probe, timeout_s: float):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout_s} s")
+
+
+def test_secrets_stay_out_of_a_sweep_folder(cluster_env, smoke_assets, tmp_path):
+    """A sweep writes a manifest and one job folder per point: none of them holds a secret value.
+    The points are held (+cluster.sbatch.hold=true): they queue, never start, and are cancelled."""
+    values = _secrets()
+    env = dict(cluster_env, **values)
+    name = f"sec{secrets.token_hex(3)}"
+    try:
+        out = subprocess.run([sys.executable, "-m", "launcher", "-m", "+experiment=smoke", "cluster=slurm",
+                              f"cluster.job_root={tmp_path / 'jobs'}", f"name={name}", "+cluster.sbatch.hold=true",
+                              "cluster.secret_env=[HF_TOKEN,WANDB_API_KEY,MY_SERVICE_TOKEN]",
+                              "trainer.preflight_prompts=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert len(re.findall(r"submitted job \d+", out.stdout)) == 2, out.stdout
+    finally:
+        subprocess.run(["scancel", "-n", name], env=cluster_env, capture_output=True)
+    files = _files(tmp_path)
+    assert any(p.name == "manifest.jsonl" for p in files), [str(p) for p in files]
+    for path in files:
+        for secret_name, value in values.items():
+            assert value.encode() not in path.read_bytes(), f"{secret_name} leaked into {path}"
+    for secret_name, value in values.items():
+        assert value not in out.stdout + out.stderr
