@@ -28,7 +28,21 @@ def to_plain_dict(cfg: DictConfig) -> dict:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as e:  # e.g. an interpolation pointing at a missing key
         raise InvalidConfig([Problem((str(e.full_key),), "is required (no default)")]) from None
-    return json.loads(json.dumps(container, default=_plain))
+    return derive(json.loads(json.dumps(container, default=_plain)))
+
+
+def derive(cfg: dict) -> dict:
+    """Fill keys whose null means "follow the others": server.gpus_per_node = TP x DP / nodes (rounded up,
+    so that a TP x DP that does not split over the nodes is reported by validation, naming the keys)."""
+    server = cfg["server"]
+    if server.get("gpus_per_node") is None:
+        parts = (server["tensor_parallel_size"], server["data_parallel_size"], server["nodes"])
+        if all(isinstance(v, int) and v > 0 for v in parts):
+            tp, dp, nodes = parts
+            server["gpus_per_node"] = -(-tp * dp // nodes)
+        else:
+            server["gpus_per_node"] = 1  # the bad count itself is what validation reports
+    return cfg
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

@@ -51,7 +51,7 @@ class ServerConfig:
     """Component 0: `trl vllm-serve`."""
 
     nodes: int = 1  # nodes of the server component
-    gpus_per_node: int = 1  # GPUs per server node (must equal TP x DP on one node)
+    gpus_per_node: Optional[int] = None  # GPUs per server node; null = TP x DP / nodes (sweeps follow TP, DP)
     tensor_parallel_size: int = 1  # vLLM --tensor-parallel-size
     data_parallel_size: int = 1  # vLLM --data-parallel-size (dense models: keep 1)
     port: Optional[int] = None  # HTTP port; null = a free port picked on the node in the job

@@ -84,7 +84,8 @@ def run_cli(fake_cluster, *overrides: str) -> subprocess.CompletedProcess:
 # (id, overrides, exit code, text the message must contain: the key to change)
 CASES = [
     # --- parallelism vs GPUs (vLLM refuses at start, after the queue wait)
-    ("tp_exceeds_server_gpus", ["server.tensor_parallel_size=2"], 2, "server.tensor_parallel_size"),
+    ("tp_exceeds_server_gpus", ["server.tensor_parallel_size=2", "server.gpus_per_node=1"], 2,
+     "server.tensor_parallel_size"),
     ("tp_dp_exceed_server_gpus", ["server.tensor_parallel_size=2", "server.data_parallel_size=2",
                                   "server.gpus_per_node=2"], 2, "server.data_parallel_size"),
     ("tp_not_dividing_heads", ["server.tensor_parallel_size=3", "server.gpus_per_node=3"], 2,

@@ -24,8 +24,16 @@ def test_valid_seed_has_no_errors(tiny_model, data_file):
     assert problems(*base(tiny_model, data_file)) == set()
 
 
+def test_server_gpus_follow_tp_and_dp_unless_set(tiny_model, data_file):
+    cfg = compose(*base(tiny_model, data_file, "server.tensor_parallel_size=2", "server.data_parallel_size=2"))
+    assert cfg["server"]["gpus_per_node"] == 4
+    cfg = compose(*base(tiny_model, data_file, "server.tensor_parallel_size=4", "server.nodes=2",
+                        "server.distributed_executor_backend=ray"))
+    assert cfg["server"]["gpus_per_node"] == 2
+
+
 def test_tp_times_dp_must_equal_server_gpus(tiny_model, data_file):
-    assert messages(*base(tiny_model, data_file, "server.tensor_parallel_size=2")) == [
+    assert messages(*base(tiny_model, data_file, "server.tensor_parallel_size=2", "server.gpus_per_node=1")) == [
         "server.tensor_parallel_size, server.data_parallel_size, server.nodes, server.gpus_per_node: "
         "TP x DP = 2 x 1 = 2 must equal the server's GPUs, nodes x gpus_per_node = 1 x 1 = 1"]
 
