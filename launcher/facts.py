@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import time
 
 from .validate import Facts
 from .walltime import parse_walltime
@@ -50,11 +52,19 @@ def slurm_facts() -> Facts:
     """Partitions, their GPUs per node, node counts and time limits, when sinfo answers."""
     if shutil.which("sinfo") is None:
         return Facts()
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%R|%G|%D|%l|%P"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return Facts()
-    if out.returncode != 0:
+    out = None
+    for attempt in range(2):  # one more try after a moment: slurmctld may be restarting
+        try:
+            out = subprocess.run(["sinfo", "-h", "-o", "%R|%G|%D|%l|%P"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and out.returncode == 0:
+            break
+        if attempt == 0:
+            time.sleep(2)
+    if out is None or out.returncode != 0:
+        # unknown facts skip the partition checks; say so rather than pretend they ran
+        print("launcher: note: sinfo did not answer; partition, GPU and time-limit checks skipped", file=sys.stderr)
         return Facts()
     partitions, default = parse_sinfo(out.stdout)
     return Facts(partitions=partitions or None, default_partition=default)

@@ -459,6 +459,10 @@ class Supervisor:
         """Walltime (--signal=B:USR2@signal_before_end_s) or preemption (partition GraceTime with
         preempt_send_user_signal): checkpoint within what is left of the run, then requeue."""
         policies = self.plan.policies
+        if self.trainer is not None and self.trainer.poll() is not None:
+            outcome = self.trainer_ended(self.trainer.poll())  # it finished as the signal came: no requeue
+            if outcome is not None:
+                return outcome
         info = slurm_self.job_info(self.job_id)
         now = time.time()
         preempted = bool(info and info.preempt_time)

@@ -25,7 +25,8 @@ import yaml
 from launcher.jobdir import latest_attempt
 from launcher.progress import read_heartbeat
 
-from .conftest import CLUSTER, REPO, wait_no_orphans, wait_state
+from .conftest import CLUSTER, REPO, Launched, wait_state
+from .test_faults import no_job_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -136,7 +137,7 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
     loose = [(p, oct(stat.S_IMODE(p.lstat().st_mode))) for p in [job_dir, *job_dir.rglob("*")]
              if not p.is_symlink() and p.lstat().st_mode & 0o022]
     assert loose == []
-    assert wait_no_orphans(60) == []
+    assert no_job_processes(Launched(job_id, job_dir, ""), 60) == []
 
 
 def _wait(probe, timeout_s: float):
