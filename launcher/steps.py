@@ -168,12 +168,3 @@ class SlurmSteps:
 def describe(step: Step) -> str:
     argv = getattr(step, "argv", None)
     return shlex.join(argv) if argv else step.name
-
-
-def wait_any(steps: list[Step], timeout_s: float) -> None:
-    """Return when a step ended or timeout_s passed (cheap polling of exit codes)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(s.poll() is not None for s in steps):
-            return
-        time.sleep(0.1)
