@@ -135,13 +135,21 @@ def append_metrics(attempt_dir: PathLike, row: dict) -> dict:
     return row
 
 
-def read_metrics(attempt_dir: PathLike) -> list[dict]:
-    """All rows of <attempt_dir>/metrics.jsonl; a torn or invalid line (e.g. a crash mid-write) is skipped."""
+def read_metrics(attempt_dir: PathLike, tail_bytes: Optional[int] = None) -> list[dict]:
+    """All rows of <attempt_dir>/metrics.jsonl; a torn or invalid line (e.g. a crash mid-write) is skipped.
+
+    `tail_bytes` reads only the end of the file (the rows whole within it): what a once-a-second status
+    line needs, without rereading a long run's whole history each time."""
     rows: list[dict] = []
     try:
-        with open(Path(attempt_dir) / METRICS) as f:
-            for line in f:
-                line = line.strip()
+        with open(Path(attempt_dir) / METRICS, "rb") as f:
+            if tail_bytes is not None:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - tail_bytes))
+                if size > tail_bytes:
+                    f.readline()  # the first line is (probably) cut: skip it
+            for raw in f:
+                line = raw.decode("utf-8", errors="replace").strip()
                 if not line:
                     continue
                 try:

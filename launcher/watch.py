@@ -33,7 +33,7 @@ def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
         elapsed = f" ({time.time() - started:.0f} s)" if started else ""
         return label + f"server starting{elapsed}"
     beat = read_heartbeat(attempt) or {}
-    metrics = read_metrics(attempt)
+    metrics = read_metrics(attempt, tail_bytes=16384)
     parts = [label + "server healthy, trainer running" if status.get("server_url") else label + "trainer running"]
     if beat.get("phase"):
         parts.append(f"phase {beat['phase']}")
