@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from . import schema
+from launcher.config import schema
 
 schema.register()
 
@@ -29,7 +29,7 @@ def _default_cluster_to_local(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="pkg://launcher.conf", config_name="config")
 def app(cfg: DictConfig) -> int:
-    from .launch import launch  # the launch path, kept out of import time of --help
+    from launcher.launch import launch  # the launch path, kept out of import time of --help
 
     return launch(cfg)
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from .config import to_plain_dict
-from .plan import Plan, build_plan
-from .validate import EXIT_INVALID_CONFIG, Facts, InvalidConfig
+from launcher.config.compose import to_plain_dict
+from launcher.plan.plan import Plan, build_plan
+from launcher.validate.rules import EXIT_INVALID_CONFIG, Facts, InvalidConfig
 
 
 def gather_facts(cfg: dict) -> Facts:
     if cfg["cluster"]["backend"] == "local":
-        from .facts import local_gpu_count
+        from launcher.validate.facts import local_gpu_count
 
         return Facts(local_gpus=local_gpu_count())
-    from .facts import slurm_facts
+    from launcher.validate.facts import slurm_facts
 
     return slurm_facts()
 
@@ -39,8 +39,8 @@ def dry_run(plan: Plan, cfg: dict) -> None:
     print(plan)
     print()
     if plan.backend == "slurm":
-        from .slurm_script import supervisor_command
-        from .sbatch import render_sbatch
+        from launcher.plan.sbatch import supervisor_command
+        from launcher.plan.sbatch import render_sbatch
 
         print("# sbatch script (job folder and submitit folder are filled in at submission):")
         print(render_sbatch(plan, "<job folder>", supervisor_command(plan, "<job folder>/submitit")), end="")
@@ -53,7 +53,7 @@ def dry_run(plan: Plan, cfg: dict) -> None:
 def launch(composed) -> int:
     """Launch one composed config (a DictConfig from Hydra, or an already plain dict)."""
     if in_sweep():  # sweep hook: a resumed sweep does not submit a point that already went in
-        from .sweep import skip_point
+        from launcher.sweep.run import skip_point
 
         if skip_point():
             return 0
@@ -63,7 +63,7 @@ def launch(composed) -> int:
         plan = build_plan(cfg, gather_facts(cfg), python=sys.executable)
     except InvalidConfig as error:
         if in_sweep():  # sweep hook: recorded; the sweep lists every invalid point with its reasons at the end
-            from .sweep import record_rejection
+            from launcher.sweep.run import record_rejection
 
             record_rejection(cfg, error)
             return EXIT_INVALID_CONFIG
@@ -75,13 +75,13 @@ def launch(composed) -> int:
         dry_run(plan, cfg)
         return 0
     if plan.backend == "slurm":
-        from .slurm import submit_launch
+        from launcher.backends.slurm import submit_launch
 
         code = submit_launch(plan, cfg)
         if code and not in_sweep():
             sys.exit(code)  # Hydra drops the return value: a failed sbatch must not exit 0
         return code
-    from .local import run_local
+    from launcher.backends.local import run_local
 
     code = run_local(plan, cfg)
     if code and not in_sweep():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/configuration.md from launcher/schema.py: every key, its type, default and meaning.
+"""Write docs/configuration.md from launcher/config/schema.py: every key, its type, default and meaning.
 
 The meaning is the trailing comment of the field in schema.py; tests/test_docs.py fails when the page
 is out of date (run this script to refresh it).
@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launcher import schema  # noqa: E402
+from launcher.config import schema  # noqa: E402
 
 SECTIONS = [("", schema.LaunchConfig), ("server", schema.ServerConfig), ("trainer", schema.TrainerConfig),
             ("model", schema.ModelConfig), ("data", schema.DataConfig), ("reward", schema.RewardConfig),
@@ -26,7 +26,7 @@ SECTIONS = [("", schema.LaunchConfig), ("server", schema.ServerConfig), ("traine
 
 def field_comments() -> dict[tuple[str, str], str]:
     """(class name, field name) -> the comment at the end of its line in schema.py."""
-    source = (REPO / "launcher" / "schema.py").read_text()
+    source = (REPO / "launcher" / "config" / "schema.py").read_text()
     lines = source.splitlines()
     comments = {}
     for node in ast.walk(ast.parse(source)):
@@ -70,7 +70,7 @@ def default_of(f: dataclasses.Field):
 def render() -> str:
     comments = field_comments()
     out = ["# Configuration keys", "",
-           "Generated from `launcher/schema.py` by `scripts/gen_config_docs.py`; do not edit by hand.", "",
+           "Generated from `launcher/config/schema.py` by `scripts/gen_config_docs.py`; do not edit by hand.", "",
            "Set any key on the command line (`server.tensor_parallel_size=2`), in an experiment file",
            "(`conf/experiment/*.yaml`), or pick a group (`cluster=local`). Unknown keys and wrong types fail",
            "when the config is composed. The defaults below are the schema's; the groups in `conf/` and the",

@@ -10,8 +10,8 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
-from launcher import schema
-from launcher.config import to_plain_dict
+from launcher.config import schema
+from launcher.config.compose import to_plain_dict
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

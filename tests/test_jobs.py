@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobs import print_table
-from launcher.report import summarize_job
-from launcher.sweep import Manifest
+from launcher.show.tables import print_table
+from launcher.cli.report import summarize_job
+from launcher.sweep.run import Manifest
 from test_sweep import FakeSlurm
 
 

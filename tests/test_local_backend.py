@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, compose
-from launcher.jobdir import create_job_dir
-from launcher.plan import build_plan
-from launcher.progress import read_heartbeat
+from launcher.jobfolder.layout import create_job_dir
+from launcher.plan.plan import build_plan
+from launcher.jobfolder.progress import read_heartbeat
 
 pytestmark = pytest.mark.vllm_cpu
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose
-from launcher.plan import build_plan
-from launcher.sbatch import render_sbatch, sbatch_quote
-from launcher.slurm_script import supervisor_command
+from launcher.plan.plan import build_plan
+from launcher.plan.sbatch import render_sbatch, sbatch_quote
+from launcher.plan.sbatch import supervisor_command
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff

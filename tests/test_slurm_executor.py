@@ -9,9 +9,9 @@ import pytest
 from submitit.core.utils import UncompletedJobError
 
 from conftest import compose
-from launcher.plan import build_plan
-from launcher.slurm import HetSlurmExecutor, SubmissionError, submit
-from launcher.supervisor import SlurmEntry
+from launcher.plan.plan import build_plan
+from launcher.backends.slurm import HetSlurmExecutor, SubmissionError, submit
+from launcher.supervisor.loop import SlurmEntry
 
 
 def fake(bin_dir: Path, name: str, body: str) -> None:
@@ -81,7 +81,7 @@ def test_transient_sbatch_errors_are_retried(fake_slurm, monkeypatch):
     fake(bin_dir, "sbatch", f'echo x >> {counter}; if [ $(wc -l < {counter}) -le 2 ]; then '
                             'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv '
                             'operation" >&2; exit 1; fi; echo "Submitted batch job 7"\n')
-    monkeypatch.setattr("launcher.slurm._retry_delays", lambda retries: [0.0] * retries)
+    monkeypatch.setattr("launcher.backends.slurm._retry_delays", lambda retries: [0.0] * retries)
     plan, cfg = plan_and_cfg(tmp_path)
     job, _ = submit(plan, cfg)
     assert job.job_id == "7" and counter.read_text().count("x") == 3

@@ -7,10 +7,10 @@ import stat
 import pytest
 
 from conftest import compose
-from launcher import slurm_self
-from launcher.jobdir import create_job_dir, write_snapshot
-from launcher.plan import build_plan
-from launcher.supervisor import JobFailed, Supervisor
+from launcher.slurm import own_job as slurm_self
+from launcher.jobfolder.layout import create_job_dir, write_snapshot
+from launcher.plan.plan import build_plan
+from launcher.supervisor.loop import JobFailed, Supervisor
 
 # `scontrol show job -o 1397` during preemption GraceTime (two het components); the Comment field carries
 # a spoofed "JobState=FAKE" that must not be read

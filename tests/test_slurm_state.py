@@ -1,7 +1,7 @@
 """sacct/squeue parsing with recorded outputs of the test cluster (Slurm 22.05): het components aggregated."""
 
-from launcher.slurm import HetSlurmInfoWatcher
-from launcher.slurm_state import combine, parse_sacct, parse_squeue, sacct_command
+from launcher.backends.slurm import HetSlurmInfoWatcher
+from launcher.slurm.states import combine, parse_sacct, parse_squeue, sacct_command
 
 # recorded: sacct -o JobID,State,NodeList --parsable2 -j 19 (server crashed -> job failed)
 FAILED_HET = """JobID|State|NodeList

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import sweep
-from launcher.sweep import Manifest, point_key, reconcile_submitting, retire_job, upsert
+from launcher.sweep import run as sweep
+from launcher.sweep.run import Manifest, point_key, reconcile_submitting, retire_job, upsert
 
 FAKES = {
     # sbatch: optional injected failures ($FAKE/fail_left x $FAKE/fail_message), optional slowness

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import progress
+from launcher.jobfolder import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = Path(os.environ.get("LAUNCHER_CACHE", str(Path.home() / ".cache" / "launcher"))) / "smoke"
@@ -71,7 +71,7 @@ def test_progress_checkpoint_handshake(tmp_path):
 
 
 def test_progress_imports_nothing_heavy():
-    code = ("import sys, launcher.progress; heavy = {'torch', 'trl', 'transformers', 'datasets', 'vllm', "
+    code = ("import sys, launcher.jobfolder.progress; heavy = {'torch', 'trl', 'transformers', 'datasets', 'vllm', "
             "'accelerate', 'numpy'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -80,7 +80,7 @@ def test_progress_imports_nothing_heavy():
 
 
 def test_hook_weight_sync_wraps_and_reports():
-    from launcher.train import hook_weight_sync
+    from launcher.train.training import hook_weight_sync
 
     events = []
 
@@ -109,7 +109,7 @@ def test_hook_weight_sync_wraps_and_reports():
 def test_fill_placeholders_and_tokens_formula():
     from types import SimpleNamespace
 
-    from launcher.train import completions_per_step, fill_placeholders, metrics_row
+    from launcher.train.training import completions_per_step, fill_placeholders, metrics_row
 
     grpo = {"output_dir": "{job_dir}/output", "logging_dir": "{attempt_dir}/tb", "n": 3, "l": ["{job_dir}"]}
     filled = fill_placeholders(grpo, {"{job_dir}": "/j", "{attempt_dir}": "/j/attempt-2"})
@@ -145,9 +145,9 @@ def write_job(job_dir: Path, overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from launcher.config import to_plain_dict
-    from launcher.plan import build_plan
-    from launcher.schema import register
+    from launcher.config.compose import to_plain_dict
+    from launcher.plan.plan import build_plan
+    from launcher.config.schema import register
 
     register()
     with initialize_config_module("launcher.conf", version_base="1.3"):

@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import compose
-from launcher.plan import build_plan
-from launcher.validate import Facts, InvalidConfig, validate
+from launcher.plan.plan import build_plan
+from launcher.validate.rules import Facts, InvalidConfig, validate
 
 
 def problems(*overrides, facts=Facts()):

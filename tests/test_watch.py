@@ -2,8 +2,8 @@
 
 import json
 
-from launcher.progress import append_metrics, read_metrics, write_heartbeat
-from launcher.watch import describe
+from launcher.jobfolder.progress import append_metrics, read_metrics, write_heartbeat
+from launcher.show.watch import describe
 
 
 def test_tail_of_a_long_metrics_file(tmp_path):

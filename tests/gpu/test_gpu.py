@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.facts import local_gpu_count
-from launcher.progress import read_heartbeat, read_metrics
+from launcher.validate.facts import local_gpu_count
+from launcher.jobfolder.progress import read_heartbeat, read_metrics
 
 pytestmark = pytest.mark.gpu
 

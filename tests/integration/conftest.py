@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobdir import latest_attempt, read_json
-from launcher.slurm_state import FINISHED_STATES, query_states
+from launcher.jobfolder.layout import latest_attempt, read_json
+from launcher.slurm.states import FINISHED_STATES, query_states
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "slurm-test-cluster"

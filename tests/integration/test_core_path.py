@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from launcher.progress import read_heartbeat
+from launcher.jobfolder.progress import read_heartbeat
 
 from .conftest import launch, orphans, wait_file, wait_no_orphans, wait_state
 

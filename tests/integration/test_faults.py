@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobdir import attempts, read_json
-from launcher.progress import read_heartbeat, read_metrics
-from launcher.slurm_state import query_states
+from launcher.jobfolder.layout import attempts, read_json
+from launcher.jobfolder.progress import read_heartbeat, read_metrics
+from launcher.slurm.states import query_states
 
 from .conftest import CLUSTER, launch, wait_file, wait_state
 

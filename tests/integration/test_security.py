@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.jobdir import latest_attempt
-from launcher.progress import read_heartbeat
+from launcher.jobfolder.layout import latest_attempt
+from launcher.jobfolder.progress import read_heartbeat
 
 from .conftest import CLUSTER, REPO, Launched, wait_state
 from .test_faults import no_job_processes

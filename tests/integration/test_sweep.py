@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.slurm_state import query_states
-from launcher.sweep import Manifest
+from launcher.slurm.states import query_states
+from launcher.sweep.run import Manifest
 
 from .conftest import orphans
 

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from .jobdir import attempts
-from .progress import read_json, read_metrics
-from .sweep import REJECTED, refresh_states, varying
+from launcher.jobfolder.layout import attempts
+from launcher.jobfolder.progress import read_json, read_metrics
+from launcher.sweep.run import REJECTED, refresh_states, varying
 
 METRICS = ("tokens_per_s", "step_time_s", "reward", "steps", "server_startup_s")
 BETTER = {"tokens_per_s": max, "reward": max, "step_time_s": min}
@@ -169,7 +169,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def run_report(sweep_dir: Path, out_dir: Optional[Path] = None, by: str = "tokens_per_s") -> int:
-    from .jobs import print_table
+    from launcher.show.tables import print_table
 
     out_dir = out_dir or sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)

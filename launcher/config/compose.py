@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from .validate import InvalidConfig, Problem
+from launcher.validate.rules import InvalidConfig, Problem
 
 
 def _plain(value: Any) -> Any:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .walltime import parse_walltime
+from launcher.walltime import parse_walltime
 
 # slurmctld busy, restarting or unreachable: worth another try
 TRANSIENT = re.compile(

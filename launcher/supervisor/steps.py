@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Protocol
 
-from .plan import Component, Plan
+from launcher.plan.plan import Component, Plan
 
 
 class Step(Protocol):

@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from .jobdir import load_plan
-from .node import free_port, has_cuda, node_address, slurm_hostnames
-from .serve import ignore_stray_usr2
+from launcher.jobfolder.layout import load_plan
+from launcher.node import free_port, has_cuda, node_address, slurm_hostnames
+from launcher.components.serve import ignore_stray_usr2
 
 NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (weight sync needs CUDA)"
 

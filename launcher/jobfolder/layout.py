@@ -22,9 +22,9 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from . import __version__
-from .plan import Plan
-from .progress import read_json, write_json_atomic as write_json
+from launcher import __version__
+from launcher.plan.plan import Plan
+from launcher.jobfolder.progress import read_json, write_json_atomic as write_json
 
 PRIVATE_DIR = 0o700  # job folders hold logs and configs: not readable or writable by others
 ATTEMPT_PREFIX = "attempt-"

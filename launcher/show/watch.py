@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .jobdir import latest_attempt, read_json
-from .progress import read_heartbeat, read_metrics
+from launcher.jobfolder.layout import latest_attempt, read_json
+from launcher.jobfolder.progress import read_heartbeat, read_metrics
 
 
 def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
@@ -102,7 +102,7 @@ def follow_in_background(job_dir: Path, stream=None) -> Callable[[], None]:
 
 def watch_slurm_job(job, job_dir: Path) -> int:
     """Foreground wait for a Slurm job (cluster.wait=true); exit code 0 when it completed."""
-    from .slurm_state import FINISHED_STATES
+    from launcher.slurm.states import FINISHED_STATES
 
     state = {"value": "PENDING"}
 

@@ -74,8 +74,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import progress
-from .plan import Plan
+from launcher.jobfolder import progress
+from launcher.plan.plan import Plan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -222,7 +222,7 @@ def fill_placeholders(value: Any, replacements: dict[str, str]) -> Any:
 
 
 def load_job(job_dir: Path) -> tuple[dict, Plan]:
-    from .config import load_resolved
+    from launcher.config.compose import load_resolved
 
     config_path, plan_path = job_dir / "config.yaml", job_dir / "plan.json"
     for path in (config_path, plan_path):

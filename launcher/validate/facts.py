@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from .validate import Facts
-from .walltime import parse_walltime
+from launcher.validate.rules import Facts
+from launcher.walltime import parse_walltime
 
 
 def local_gpu_count() -> int:

@@ -19,11 +19,11 @@ import submitit
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from .jobdir import create_job_dir, record_submission, write_snapshot
-from .plan import Plan
-from .sbatch import render_sbatch
-from .slurm_script import supervisor_command
-from .slurm_state import FINISHED_STATES, parse_sacct
+from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
+from launcher.plan.plan import Plan
+from launcher.plan.sbatch import render_sbatch
+from launcher.plan.sbatch import supervisor_command
+from launcher.slurm.states import FINISHED_STATES, parse_sacct
 
 # slurmctld is busy or restarting: worth another try. Anything else (bad partition, account,
 # QOS, impossible request) is permanent and reported as is.
@@ -119,7 +119,7 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
 
 def submit(plan: Plan, cfg: dict, job_dir: Path | None = None, min_interval_s: float = 0.0) -> tuple[HetSlurmJob, Path]:
     """Create the job folder, snapshot it, submit; (job, job folder)."""
-    from .supervisor import SlurmEntry  # light: stdlib + launcher only
+    from launcher.supervisor.loop import SlurmEntry  # light: stdlib + launcher only
 
     job_dir = job_dir or create_job_dir(cfg["cluster"]["job_root"], plan.name)
     script = render_sbatch(plan, str(job_dir), supervisor_command(plan, str(job_dir / "submitit")))
@@ -132,11 +132,11 @@ def submit(plan: Plan, cfg: dict, job_dir: Path | None = None, min_interval_s: f
 
 
 def submit_launch(plan: Plan, cfg: dict) -> int:
-    from .launch import in_sweep
+    from launcher.launch import in_sweep
 
     job_dir, interval = None, 0.0
     if in_sweep():  # sweep hooks: the point's folder is recorded before sbatch; calls are rate-limited
-        from .sweep import record_submitting, submit_interval_s
+        from launcher.sweep.run import record_submitting, submit_interval_s
 
         job_dir, interval = record_submitting(cfg, plan), submit_interval_s(cfg)
     try:
@@ -144,18 +144,18 @@ def submit_launch(plan: Plan, cfg: dict) -> int:
     except SubmissionError as error:
         print(f"launcher: {error}", file=sys.stderr)
         if in_sweep():
-            from .sweep import record_submit_failure
+            from launcher.sweep.run import record_submit_failure
 
             record_submit_failure(cfg, error)
         return 1
     print(f"launcher: submitted job {job.job_id}; job folder {job_dir}", flush=True)
     if in_sweep():
-        from .sweep import record_submission as record_point
+        from launcher.sweep.run import record_submission as record_point
 
         record_point(cfg, job.job_id, job_dir)
         return 0
     if cfg["cluster"]["wait"]:
-        from .watch import watch_slurm_job
+        from launcher.show.watch import watch_slurm_job
 
         return watch_slurm_job(job, job_dir)
     return 0

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .walltime import parse_walltime
+from launcher.walltime import parse_walltime
 
 EXIT_INVALID_CONFIG = 2  # documented in the README: invalid configuration, nothing submitted
 

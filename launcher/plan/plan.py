@@ -15,8 +15,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .validate import Facts, InvalidConfig, Problem, local_gpu_sets, trainer_processes, validate
-from .walltime import parse_walltime
+from launcher.validate.rules import Facts, InvalidConfig, Problem, local_gpu_sets, trainer_processes, validate
+from launcher.walltime import parse_walltime
 
 # trainer.strategy -> TRL's packaged accelerate config (trl/accelerate_configs/<name>.yaml)
 ACCELERATE_CONFIGS = {"ddp": "multi_gpu", "zero2": "zero2", "zero3": "zero3", "fsdp2": "fsdp2"}
@@ -171,11 +171,11 @@ def build_plan(cfg: dict, facts: Facts = Facts(), python: str = "python3") -> Pl
         components.append(Component(
             name="server", het_group=0, nodes=server["nodes"], gpus_per_node=server["gpus_per_node"],
             sbatch=_component_sbatch(cfg, server, uses_gpus), env=dict(server["env"]),
-            step=[python, "-u", "-m", "launcher.serve"], execs=serve_command(cfg), gpus=server_gpus))
+            step=[python, "-u", "-m", "launcher.components.serve"], execs=serve_command(cfg), gpus=server_gpus))
     components.append(Component(
         name="trainer", het_group=1 if server_mode else None, nodes=trainer["nodes"],
         gpus_per_node=trainer["gpus_per_node"], sbatch=_component_sbatch(cfg, trainer, uses_gpus),
-        env=dict(trainer["env"]), step=[python, "-u", "-m", "launcher.trainer_step"],
+        env=dict(trainer["env"]), step=[python, "-u", "-m", "launcher.components.trainer_step"],
         execs=trainer_execs, gpus=trainer_gpus))
 
     job_sbatch: dict[str, Any] = {

@@ -52,7 +52,7 @@ from typing import Any, Iterator, Optional
 
 from hydra.experimental.callback import Callback
 
-from .progress import read_json, write_json_atomic
+from launcher.jobfolder.progress import read_json, write_json_atomic
 
 MANIFEST = "manifest.jsonl"
 SWEEP_FILE = "sweep.json"
@@ -252,7 +252,7 @@ def record_rejection(cfg: dict, error) -> None:
 
 def record_submitting(cfg: dict, plan) -> Path:
     """Before sbatch: the point's job folder is created and recorded, so an interrupted sbatch leaves a trace."""
-    from .jobdir import create_job_dir
+    from launcher.jobfolder.layout import create_job_dir
 
     job_dir = create_job_dir(cfg["cluster"]["job_root"], plan.name)
     sweep_dir, index, overrides = current_point()
@@ -541,7 +541,7 @@ def _stop_if_asked() -> None:
 
 def refresh_states(sweep_dir: Path) -> list[dict]:
     """One sacct call (plus one squeue for jobs sacct does not list yet) for every job of the sweep."""
-    from .slurm_state import query_states, state_of
+    from launcher.slurm.states import query_states, state_of
 
     points = Manifest(sweep_dir).read()
     ids = [p["job_id"] for p in points if p.get("job_id")]
@@ -612,7 +612,7 @@ def end_rows(points: list[dict]) -> list[list[str]]:
 
 
 def print_end_table(sweep_dir: Path, points: list[dict], stream=None) -> None:
-    from .jobs import print_table
+    from launcher.show.tables import print_table
 
     stream = stream or sys.stdout
     common, _ = varying(points)

@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import slurm_self
-from .jobdir import attempt_dir as make_attempt_dir
-from .jobdir import load_plan, read_json, write_json
-from .plan import Plan
-from .progress import CHECKPOINT_DONE, read_heartbeat, request_checkpoint
-from .steps import LocalSteps, SlurmSteps, Step, describe, srun_node_failures, srun_transient_error, stop_steps
+from launcher.slurm import own_job as slurm_self
+from launcher.jobfolder.layout import attempt_dir as make_attempt_dir
+from launcher.jobfolder.layout import load_plan, read_json, write_json
+from launcher.plan.plan import Plan
+from launcher.jobfolder.progress import CHECKPOINT_DONE, read_heartbeat, request_checkpoint
+from launcher.supervisor.steps import LocalSteps, SlurmSteps, Step, describe, srun_node_failures, srun_transient_error, stop_steps
 
 TICK_S = 0.5  # how often exits, signals and files are looked at
 HEALTH_EVERY_S = 1.0  # /health polls, during startup and while training
@@ -100,7 +100,7 @@ def health_ok(url: str, timeout_s: float = 2.0) -> bool:
 def job_setting(job_dir: Path, dotted: str, default):
     """A key of the job's resolved config.yaml (settings that only the supervisor reads)."""
     try:
-        from .config import load_resolved
+        from launcher.config.compose import load_resolved
 
         node = load_resolved(str(Path(job_dir) / "config.yaml"))
         for part in dotted.split("."):

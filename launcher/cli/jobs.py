@@ -1,0 +1,495 @@
+"""The jobs CLI: `python -m launcher.jobs COMMAND TARGET` (also installed as `launcher-jobs`).
+
+TARGET is a sweep folder (it holds manifest.jsonl), a job folder, or a Slurm job id.
+
+  status   TARGET [--point N ...] [--json]          state of every job (het components aggregated) in ONE
+                                                    sacct call; the reason from the supervisor log when failed
+  logs     TARGET [--point N] [-c COMPONENT] [--attempt N] [-n LINES] [-f]
+                                                    a component's log: trainer (default), server, supervisor,
+                                                    batch (the batch step's slurm-*.out); -f follows it
+  cancel   TARGET [--point N ...]                   scancel one job, chosen points, or every live job of a sweep
+  resubmit TARGET [--point N ...]                   new jobs for failed or cancelled points (or the chosen
+                                                    ones), with their original overrides
+  resume   SWEEP                                    submit what an interrupted sweep did not (same command,
+                                                    hydra.callbacks.sweep.resume=true)
+  report   SWEEP [--by METRIC] [--out DIR]          CSV + PNG comparing the points, and the best one
+
+Tables use rich on a terminal and plain aligned text (no ANSI codes) when piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from launcher.jobfolder.layout import attempts, latest_attempt
+from launcher.show.tables import print_table
+from launcher.jobfolder.progress import read_json
+from launcher.slurm.states import ACTIVE_STATES, FAILED_STATES, FINISHED_STATES, WAITING_STATES, query_states, state_of
+from launcher.sweep.run import (MANIFEST, REJECTED, SUBMIT_FAILED, SUBMITTED, SWEEP_FILE, Manifest, point_label,
+                    record_states, sweep_of_job, varying)
+
+COMPONENT_LOGS = {"trainer": "trainer.log", "server": "server.log", "supervisor": "supervisor.log"}
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- what TARGET names
+
+
+@dataclass
+class Target:
+    sweep_dir: Optional[Path]  # None for a job outside any sweep
+    points: list[dict] = field(default_factory=list)  # manifest points (a stand-in point for a lone job)
+
+    @property
+    def jobs(self) -> list[str]:
+        return [p["job_id"] for p in self.points if p.get("job_id")]
+
+
+def job_root_default() -> Path:
+    return Path(os.environ.get("LAUNCHER_JOB_ROOT", "jobs"))
+
+
+def resolve(text: str, root: Optional[Path] = None, points: Optional[list[int]] = None) -> Target:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        target = _from_folder(path.resolve())
+    elif re.fullmatch(r"\d+", text):
+        target = _from_job_id(text, root or job_root_default())
+    else:
+        raise UsageError(f"{text}: not a sweep folder, a job folder or a job id")
+    if points:
+        known = {p["index"] for p in target.points}
+        unknown = sorted(set(points) - known)
+        if unknown:
+            raise UsageError(f"no point {', '.join(map(str, unknown))} in {target.sweep_dir or text} "
+                             f"(points: {', '.join(str(i) for i in sorted(known))})")
+        target.points = [p for p in target.points if p["index"] in points]
+    return target
+
+
+def _from_folder(path: Path) -> Target:
+    if (path / MANIFEST).exists() or (path / SWEEP_FILE).exists():
+        return Target(path, Manifest(path).read())
+    if (path / "plan.json").exists() or (path / "submission.json").exists():
+        return _from_job_dir(path)
+    raise UsageError(f"{path}: neither a sweep folder (no {MANIFEST}) nor a job folder (no plan.json)")
+
+
+def _from_job_dir(job_dir: Path, job_id: Optional[str] = None) -> Target:
+    info = sweep_of_job(job_dir)
+    if info and (Path(info["sweep_dir"]) / MANIFEST).exists():
+        sweep_dir = Path(info["sweep_dir"])
+        everything = Manifest(sweep_dir).read()
+        mine = [p for p in everything if p.get("job_dir") == str(job_dir)
+                or any(h.get("job_dir") == str(job_dir) for h in p.get("history", []))]
+        if mine:
+            return Target(sweep_dir, mine)
+    submission = read_json(job_dir / "submission.json") or {}
+    point = {"index": 0, "overrides": [a for a in submission.get("argv", [])[1:]], "status": SUBMITTED,
+             "job_id": job_id or submission.get("job_id"), "job_dir": str(job_dir), "history": [],
+             "submitted_at": submission.get("submitted_at")}
+    return Target(None, [point])
+
+
+def _from_job_id(job_id: str, root: Path) -> Target:
+    job_dir = job_dir_of(job_id, root)
+    if job_dir is not None:
+        target = _from_job_dir(job_dir, job_id)
+        if target.sweep_dir is not None:
+            return target
+        target.points[0]["job_id"] = job_id
+        return target
+    return Target(None, [{"index": 0, "overrides": [], "status": SUBMITTED, "job_id": job_id, "job_dir": None,
+                          "history": []}])
+
+
+def job_dir_of(job_id: str, root: Path) -> Optional[Path]:
+    """The job folder of a job id: slurmctld's StdOut path while it knows the job, else a search of root."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
+        match = re.search(r"\bStdOut=(\S+)", out.stdout)
+        if match and (Path(match.group(1)).parent / "plan.json").exists():
+            return Path(match.group(1)).parent
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for manifest in sorted(root.glob(f"sweeps/*/{MANIFEST}")):
+        for point in Manifest(manifest.parent).read():
+            for job in [point] + point.get("history", []):
+                if job.get("job_id") == job_id and job.get("job_dir"):
+                    return Path(job["job_dir"])
+    for submission in root.glob("*/*/submission.json"):
+        if (read_json(submission) or {}).get("job_id") == job_id:
+            return submission.parent
+    return None
+
+
+# ----------------------------------------------------------------------------- reading a job
+
+
+def component_names(job_dir: Optional[str]) -> list[str]:
+    plan = read_json(Path(job_dir) / "plan.json") if job_dir else None
+    if isinstance(plan, dict):
+        return [c["name"] for c in plan.get("components", [])]
+    return ["server", "trainer"]
+
+
+def state_text(info: Optional[dict], job_dir: Optional[str]) -> str:
+    """The aggregated state, with the components' own states when they differ."""
+    state = state_of(info)
+    parts = (info or {}).get("components") or {}
+    if isinstance(parts, dict) and len(set(parts.values())) > 1:
+        names = component_names(job_dir)
+        each = ", ".join(f"{names[int(k)] if int(k) < len(names) else k} {v}" for k, v in sorted(parts.items()))
+        return f"{state} ({each})"
+    return state
+
+
+_SUPERVISOR_END = re.compile(r"\bjob (FAILED|COMPLETED|STOPPED|REQUEUED): (.*)$")
+
+
+def failure_reason(job_dir: Optional[str]) -> str:
+    """Why a job ended, from the supervisor log of its last attempt (result.json as a fallback)."""
+    if not job_dir:
+        return ""
+    attempt = latest_attempt(Path(job_dir))
+    if attempt is None:
+        out = sorted(Path(job_dir).glob("slurm-*.out"))
+        tail = _last_lines(out[-1], 1) if out else []
+        return tail[0] if tail else "no attempt folder: the batch step never started"
+    lines = _last_lines(attempt / "supervisor.log", 200)
+    for line in reversed(lines):
+        match = _SUPERVISOR_END.search(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2)}"
+    result = read_json(attempt / "result.json")
+    if isinstance(result, dict) and result.get("reason"):
+        return f"{result.get('state')}: {result['reason'].splitlines()[0]}"
+    return f"[{attempt.name}] {lines[-1].split(' ', 2)[-1]}" if lines else "the supervisor wrote nothing"
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-n:]
+
+
+def category(point: dict, state: str) -> str:
+    status = point.get("status")
+    if status == REJECTED:
+        return "rejected"
+    if not point.get("job_id"):
+        return "not submitted"
+    if state in WAITING_STATES or state == "SUBMITTED":
+        return "pending"
+    if state in ACTIVE_STATES:
+        return "running"
+    if state == "COMPLETED":
+        return "completed"
+    if state == "CANCELLED":
+        return "cancelled"
+    if state in FAILED_STATES:
+        return "failed"
+    return "unknown"
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_status(target: Target, args) -> int:
+    from launcher.show.watch import describe
+
+    info = query_states(target.jobs) if target.jobs else {}  # ONE sacct call for the whole sweep
+    states = {job: state_of(info.get(job)) for job in target.jobs}
+    if target.sweep_dir is not None:
+        record_states(target.sweep_dir, {j: s for j, s in states.items() if s != "UNKNOWN"})
+    common, _ = varying(Manifest(target.sweep_dir).read() if target.sweep_dir else target.points)
+    rows, records, counts = [], [], {}
+    for p in target.points:
+        job_id = p.get("job_id")
+        state = states.get(job_id, "UNKNOWN") if job_id else ""
+        what = category(p, state)
+        counts[what] = counts.get(what, 0) + 1
+        if p.get("status") == REJECTED:
+            detail = p.get("reason") or ""
+        elif not job_id:
+            detail = p.get("status", "") + (f": {p['reason']}" if p.get("reason") else "")
+        elif state in FINISHED_STATES:
+            detail = failure_reason(p.get("job_dir")) if state != "COMPLETED" else _completed_detail(p)
+        elif p.get("job_dir"):
+            detail = describe(Path(p["job_dir"]), state)
+        else:
+            detail = ""
+        shown_state = state_text(info.get(job_id), p.get("job_dir")) if job_id else what
+        label = point_label(p, common) if target.sweep_dir else " ".join(p.get("overrides", [])) or "-"
+        rows.append([str(p["index"]), label, job_id or "-", shown_state, p.get("job_dir") or "-", detail])
+        records.append({"index": p["index"], "overrides": p.get("overrides"), "job_id": job_id, "state": state,
+                        "category": what, "detail": detail, "job_dir": p.get("job_dir")})
+    if args.json:
+        for record in records:
+            print(json.dumps(record))
+        return 0
+    order = ["pending", "running", "completed", "failed", "cancelled", "rejected", "not submitted", "unknown"]
+    summary = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+    title = f"{target.sweep_dir or 'job'}: {summary}"
+    print_table(["#", "point", "job", "state", "job folder", "detail"], rows, title=title)
+    return 0
+
+
+def _completed_detail(point: dict) -> str:
+    from launcher.cli.report import summarize_job
+
+    row = summarize_job(Path(point["job_dir"])) if point.get("job_dir") else {}
+    bits = []
+    if row.get("tokens_per_s") is not None:
+        bits.append(f"{row['tokens_per_s']:.1f} tokens/s")
+    if row.get("reward") is not None:
+        bits.append(f"reward {row['reward']:.3f}")
+    if row.get("server_startup_s") is not None:
+        bits.append(f"server up in {row['server_startup_s']:.0f} s")
+    return ", ".join(bits) or "COMPLETED"
+
+
+def log_file(job_dir: Path, component: str, attempt: Optional[int]) -> Optional[Path]:
+    if component == "batch":
+        found = sorted(job_dir.glob("slurm-*.out"))
+        return found[-1] if found else None
+    folders = attempts(job_dir)
+    if attempt is not None:
+        folders = [f for f in folders if f.name == f"attempt-{attempt}"]
+    return folders[-1] / COMPONENT_LOGS[component] if folders else None
+
+
+def cmd_logs(target: Target, args) -> int:
+    if len(target.points) != 1:
+        listing = ", ".join(f"#{p['index']}" for p in target.points)
+        raise UsageError(f"logs needs one job: add --point N ({listing})")
+    point = target.points[0]
+    if not point.get("job_dir"):
+        raise UsageError(f"job {point.get('job_id')}: its job folder is not known")
+    job_dir = Path(point["job_dir"])
+    path = log_file(job_dir, args.component, args.attempt)
+    if not args.follow:
+        if path is None or not path.exists():
+            print(f"launcher: no {args.component} log yet in {job_dir}", file=sys.stderr)
+            return 1
+        for line in _last_lines(path, args.lines) if args.lines > 0 else path.read_text(errors="replace").splitlines():
+            print(line)
+        return 0
+    return follow_log(job_dir, point.get("job_id"), args.component, args.attempt, args.lines)
+
+
+def follow_log(job_dir: Path, job_id: Optional[str], component: str, attempt: Optional[int], lines: int,
+               poll_s: float = 0.5, state_every_s: float = 5.0) -> int:
+    """Print the log as it grows, going on with the next attempt's log after a requeue; ends with the job."""
+    current: Optional[Path] = None
+    offset = 0
+    next_state = 0.0
+    finished = said_waiting = False
+    try:
+        while True:
+            grew = False
+            if current is not None:
+                offset, grew = _drain(current, offset)
+            path = log_file(job_dir, component, attempt)
+            if path is not None and path != current and path.exists():
+                if current is None:  # the start: the last lines so far
+                    for line in _last_lines(path, lines) if lines > 0 else []:
+                        print(line)
+                    offset = path.stat().st_size
+                else:  # a new attempt: its whole log
+                    print(f"==> {path} <==", flush=True)
+                    offset = 0
+                current = path
+                offset, more = _drain(current, offset)
+                grew = grew or more
+            elif current is None and not said_waiting:
+                print(f"launcher: waiting for the {component} log in {job_dir}", file=sys.stderr, flush=True)
+                said_waiting = True
+            if finished and not grew:
+                return 0
+            if job_id and time.monotonic() >= next_state:
+                next_state = time.monotonic() + state_every_s
+                finished = state_of(query_states([job_id]).get(job_id)) in FINISHED_STATES
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _drain(path: Path, offset: int) -> tuple[int, bool]:
+    """Print what was appended to path since offset; (new offset, whether anything was)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return offset, False
+    if data:
+        sys.stdout.write(data.decode(errors="replace"))
+        sys.stdout.flush()
+    return offset + len(data), bool(data)
+
+
+def cmd_cancel(target: Target, args) -> int:
+    info = query_states(target.jobs) if target.jobs else {}
+    live = [j for j in target.jobs if state_of(info.get(j)) not in FINISHED_STATES]
+    if not live:
+        print("launcher: nothing to cancel (no job of the selection is pending or running)")
+        return 0
+    out = subprocess.run(["scancel", *live], capture_output=True, text=True, timeout=60)  # one call for all
+    if out.returncode != 0:
+        print(f"launcher: scancel failed: {out.stderr.strip()}", file=sys.stderr)
+        return 1
+    if target.sweep_dir is not None:
+        record_states(target.sweep_dir, {j: "CANCELLED (requested)" for j in live})
+    print(f"launcher: cancelled {len(live)} job(s): {' '.join(live)}")
+    return 0
+
+
+def sweep_command(sweep_dir: Path, mode: str) -> tuple[list[str], str]:
+    """The command that (re)runs the sweep in its folder; (argv, cwd)."""
+    record = read_json(sweep_dir / SWEEP_FILE)
+    if not isinstance(record, dict) or not record.get("runs"):
+        raise UsageError(f"{sweep_dir}: no {SWEEP_FILE}, so the sweep's command line is not known")
+    first = record["runs"][0]
+    keep = [a for a in first["argv"] if a not in ("-m", "--multirun")
+            and not a.startswith(("hydra.sweep.dir=", "hydra.callbacks.sweep."))]
+    argv = [sys.executable, "-m", "launcher", "-m", *keep, f"hydra.sweep.dir={sweep_dir}",
+            f"hydra.callbacks.sweep.resume={mode}"]
+    return argv, first.get("cwd") or os.getcwd()
+
+
+def rerun_sweep(sweep_dir: Path, mode: str) -> int:
+    argv, cwd = sweep_command(sweep_dir, mode)
+    print(f"launcher: running (in {cwd}): {shlex.join(argv[2:])}", flush=True)
+    return subprocess.run(argv, cwd=cwd).returncode
+
+
+def cmd_resume(target: Target, args) -> int:
+    if target.sweep_dir is None:
+        raise UsageError("resume needs a sweep folder")
+    return rerun_sweep(target.sweep_dir, "true")
+
+
+def cmd_resubmit(target: Target, args) -> int:
+    info = query_states(target.jobs) if target.jobs else {}
+    if args.point:
+        chosen = target.points
+        running = [p for p in chosen if p.get("job_id") and state_of(info.get(p["job_id"])) not in FINISHED_STATES]
+        if running:
+            raise UsageError(f"point(s) {', '.join(str(p['index']) for p in running)} still have a live job: "
+                             "cancel it first")
+    else:
+        chosen = [p for p in target.points if (p.get("job_id") and state_of(info.get(p["job_id"])) in FAILED_STATES)
+                  or p.get("status") == SUBMIT_FAILED]
+    if not chosen:
+        print("launcher: nothing to resubmit (no failed or cancelled point)")
+        return 0
+    if target.sweep_dir is None:
+        return _resubmit_lone_job(chosen[0])
+    keys = {p["index"] for p in chosen}
+    with Manifest(target.sweep_dir).edit() as points:
+        for p in points:
+            if p["index"] in keys:
+                p["resubmit"] = True
+    print(f"launcher: resubmitting point(s) {', '.join(f'#{i}' for i in sorted(keys))} with their overrides")
+    return rerun_sweep(target.sweep_dir, "marked")
+
+
+def _resubmit_lone_job(point: dict) -> int:
+    job_dir = Path(point["job_dir"]) if point.get("job_dir") else None
+    submission = read_json(job_dir / "submission.json") if job_dir else None
+    if not isinstance(submission, dict) or not submission.get("argv"):
+        raise UsageError("the job's command line is not known (no submission.json in its folder)")
+    overrides = [a for a in submission["argv"][1:] if a not in ("-m", "--multirun")]
+    argv = [sys.executable, "-m", "launcher", *overrides]
+    cwd = submission.get("cwd") or os.getcwd()
+    print(f"launcher: running (in {cwd}): {shlex.join(argv[2:])}", flush=True)
+    return subprocess.run(argv, cwd=cwd).returncode
+
+
+def cmd_report(target: Target, args) -> int:
+    from launcher.cli.report import run_report
+
+    if target.sweep_dir is None:
+        raise UsageError("report needs a sweep folder")
+    return run_report(target.sweep_dir, out_dir=Path(args.out) if args.out else None, by=args.by)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m launcher.jobs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str, points: str = "many") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("target", help="sweep folder, job folder, or job id")
+        if points:
+            p.add_argument("--point", "-p", type=int, action="append",
+                           help="the point's # (from the sweep table); repeat for several" if points == "many"
+                           else "the point's # (from the sweep table)")
+        p.add_argument("--root", help="job_root searched for a job id (default: $LAUNCHER_JOB_ROOT or ./jobs)")
+        return p
+
+    st = command("status", "state of every job: pending, running, completed, failed (with the reason)")
+    st.add_argument("--json", action="store_true", help="one JSON object per point instead of a table")
+    lg = command("logs", "a component's log of one job", points="one")
+    lg.add_argument("--component", "-c", choices=["trainer", "server", "supervisor", "batch"], default="trainer",
+                    help="whose log (default: trainer); batch = the batch step's slurm-<id>.out")
+    lg.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
+    lg.add_argument("--lines", "-n", type=int, default=50, help="last N lines (0: the whole log)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing as it grows, until the job ends")
+    command("cancel", "cancel one job, chosen points, or every pending or running job of a sweep")
+    command("resubmit", "new jobs for failed or cancelled points (or the chosen ones), with their original overrides")
+    command("resume", "submit the points an interrupted sweep did not submit", points="")
+    rp = command("report", "CSV and PNG comparing the points of a sweep; prints the best point", points="")
+    rp.add_argument("--by", default="tokens_per_s", choices=["tokens_per_s", "reward", "step_time_s"],
+                    help="what makes a point the best (default: tokens_per_s)")
+    rp.add_argument("--out", help="folder for report.csv and report.png (default: the sweep folder)")
+    return ap
+
+
+COMMANDS = {"status": cmd_status, "logs": cmd_logs, "cancel": cmd_cancel, "resubmit": cmd_resubmit,
+            "resume": cmd_resume, "report": cmd_report}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        target = resolve(args.target, Path(args.root) if args.root else None, getattr(args, "point", None))
+        return COMMANDS[args.command](target, args)
+    except UsageError as error:
+        print(f"launcher.jobs: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

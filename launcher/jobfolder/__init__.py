@@ -1,0 +1,1 @@
+"""The job folder: every file name in it, and the typed readers and writers of each record."""

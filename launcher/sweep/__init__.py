@@ -1,0 +1,1 @@
+"""Sweeps (Hydra -m): one job per valid point, the sweep's manifest, resume."""

@@ -1,0 +1,3 @@
+"""Validation before anything is queued: problem types, the facts gathered about the cluster, sbatch option
+tables, rules by topic.
+"""
