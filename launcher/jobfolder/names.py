@@ -1,0 +1,40 @@
+"""Every file name of a job folder, in one place (docs/anatomy.md shows the layout).
+
+  <job_root>/<name>/<YYYYmmdd-HHMMSS>-<suffix>/     the job folder (private, never written over)
+    config.yaml plan.txt plan.json commands.txt job.sbatch submission.json git.txt git.diff sweep_point.json
+    submitit/                                      submitit's pickles and the batch step's own output
+    attempt-1/ attempt-2/ ...                      one per run of the job (a requeue starts the next)
+      supervisor.log server.log trainer.log        each component's log
+      status.json result.json server.json          the supervisor's phase, the attempt's end, the server's address
+      heartbeat.json metrics.jsonl versions.json preflight.json checkpoint.request checkpoint.done
+"""
+
+# the job folder
+CONFIG = "config.yaml"  # the resolved config, a record only: the job reads plan.json
+PLAN_TEXT = "plan.txt"
+PLAN = "plan.json"
+COMMANDS = "commands.txt"
+SBATCH_SCRIPT = "job.sbatch"
+SUBMISSION = "submission.json"
+GIT_SUMMARY = "git.txt"
+GIT_DIFF = "git.diff"
+SWEEP_POINT = "sweep_point.json"
+SUBMITIT_DIR = "submitit"
+ATTEMPT_PREFIX = "attempt-"
+
+# an attempt folder
+SUPERVISOR_LOG = "supervisor.log"
+STATUS = "status.json"
+RESULT = "result.json"
+SERVER = "server.json"
+HEARTBEAT = "heartbeat.json"
+METRICS = "metrics.jsonl"
+VERSIONS = "versions.json"
+PREFLIGHT = "preflight.json"
+CHECKPOINT_REQUEST = "checkpoint.request"
+CHECKPOINT_DONE = "checkpoint.done"
+
+
+def component_log(component: str) -> str:
+    """server.log, trainer.log, supervisor.log."""
+    return f"{component}.log"
