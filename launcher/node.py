@@ -49,20 +49,31 @@ def free_port(address: str = "") -> int:
         return s.getsockname()[1]
 
 
-def has_cuda() -> bool:
-    """Whether this process can see an NVIDIA GPU, without importing torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    if gpus.is_dir() and any(gpus.iterdir()):
-        return True
+def gpu_count() -> int:
+    """NVIDIA GPUs this process can see (`nvidia-smi -L`, the driver's /proc entries), without importing
+    torch; 0 without a driver or with CUDA_VISIBLE_DEVICES empty. The one GPU probe of the launcher."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", None)
+    if visible in ("", "-1"):
+        return 0
+    count = 0
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-            return out.returncode == 0 and "GPU " in out.stdout
+            if out.returncode == 0:
+                count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
         except (OSError, subprocess.TimeoutExpired):
-            return False
-    return False
+            count = 0
+    if count == 0:
+        gpus = Path("/proc/driver/nvidia/gpus")
+        count = sum(1 for _ in gpus.iterdir()) if gpus.is_dir() else 0
+    if visible is not None and count:
+        count = min(count, len([v for v in visible.split(",") if v.strip()]))
+    return count
+
+
+def has_cuda() -> bool:
+    """Whether this process can see an NVIDIA GPU."""
+    return gpu_count() > 0
 
 
 def slurm_hostnames(nodelist: str) -> list[str]:
