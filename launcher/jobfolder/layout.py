@@ -24,10 +24,10 @@ from omegaconf import OmegaConf
 
 from launcher import __version__
 from launcher.plan.plan import Plan
-from launcher.jobfolder.progress import read_json, write_json_atomic as write_json
+from launcher.jobfolder.jsonio import read_json, write_json_atomic as write_json
+from launcher.jobfolder.names import ATTEMPT_PREFIX
 
 PRIVATE_DIR = 0o700  # job folders hold logs and configs: not readable or writable by others
-ATTEMPT_PREFIX = "attempt-"
 
 
 def create_job_dir(root: str | os.PathLike, name: str, now: Optional[dt.datetime] = None) -> Path:

@@ -1,6 +1,6 @@
 """Progress files of one trainer attempt: heartbeat, metrics, checkpoint handshake.
 
-Written by the trainer (launcher/train.py, global rank 0 only) and read by the supervisor and the
+Written by the trainer (launcher/train/, global rank 0 only) and read by the supervisor and the
 sweep report. Standard library only: the login node imports this module.
 
 Files in the attempt folder (`LAUNCHER_ATTEMPT_DIR`, default `<job_dir>/attempt-1`):
@@ -9,92 +9,70 @@ Files in the attempt folder (`LAUNCHER_ATTEMPT_DIR`, default `<job_dir>/attempt-
                      every phase change and at every optimizer-step begin/end. Phases, in order:
                      start, load_model, load_data, build_trainer, train, step, weight_sync, save,
                      preflight, done (plus "failed" when the trainer dies of an exception).
-- `metrics.jsonl`    one JSON object per line, each with "time"; see launcher/train.py for the keys.
+- `metrics.jsonl`    one JSON object per line, each with "time"; see launcher/train/ for the keys.
 - `checkpoint.request`  created by the supervisor: save at the next step end and stop.
 - `checkpoint.done`  written by the trainer after that save: {"step", "checkpoint", "time"}.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import socket
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-HEARTBEAT = "heartbeat.json"
-METRICS = "metrics.jsonl"
-VERSIONS = "versions.json"
-PREFLIGHT = "preflight.json"
-CHECKPOINT_REQUEST = "checkpoint.request"
-CHECKPOINT_DONE = "checkpoint.done"
-
-PathLike = Union[str, "os.PathLike[str]"]
+from launcher.jobfolder.jsonio import PathLike, dumps, read_json, write_json_atomic
+from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST, HEARTBEAT, METRICS, PREFLIGHT, VERSIONS
 
 
-def _json_default(value: Any) -> Any:
-    """Numbers from numpy/torch (anything with .item()), paths and sets; repr for the rest."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return repr(value)
+class TrainerPhase(str, enum.Enum):
+    """What the trainer is doing, in order (heartbeat.json "phase")."""
+
+    START = "start"
+    LOAD_MODEL = "load_model"
+    LOAD_DATA = "load_data"
+    BUILD_TRAINER = "build_trainer"
+    TRAIN = "train"
+    STEP = "step"
+    WEIGHT_SYNC = "weight_sync"
+    SAVE = "save"
+    PREFLIGHT = "preflight"
+    DONE = "done"
+    FAILED = "failed"
 
 
-def _clean(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON readers reject them), recursively."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class Heartbeat:
+    """The trainer's last sign of life. `phase` is a TrainerPhase value (kept as text: a newer trainer may
+    report a phase this reader does not know); `extra` holds what the trainer added (e.g. checkpoint)."""
 
+    phase: Optional[str]
+    step: Optional[int]
+    time: Optional[float]
+    pid: Optional[int] = None
+    host: Optional[str] = None
+    extra: dict = field(default_factory=dict)
 
-def dumps(obj: Any, **kwargs: Any) -> str:
-    """Strict JSON (no NaN), tolerant of numpy/torch scalars."""
-    return json.dumps(_clean(obj), default=_json_default, allow_nan=False, **kwargs)
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field or an extra by name (what the trainer wrote is open-ended)."""
+        if key in ("phase", "step", "time", "pid", "host"):
+            value = getattr(self, key)
+            return default if value is None else value
+        return self.extra.get(key, default)
 
+    @property
+    def done(self) -> bool:
+        return self.phase == TrainerPhase.DONE.value
 
-def write_json_atomic(path: PathLike, obj: Any, durable: bool = False) -> None:
-    """Write JSON to a temp file in the same folder, then rename over `path`: readers never see half a
-    file. `durable` also fsyncs first (for records that must survive a node crash, like checkpoint.done);
-    heartbeats skip it, since they are rewritten several times per training step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(obj, indent=2))
-            f.write("\n")
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def read_json(path: PathLike) -> Optional[Any]:
-    """The parsed file, or None when it is missing, empty or not valid JSON."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    @classmethod
+    def from_json(cls, data: dict) -> "Heartbeat":
+        known = {"phase", "step", "time", "pid", "host"}
+        return cls(phase=data.get("phase"), step=data.get("step"), time=data.get("time"), pid=data.get("pid"),
+                   host=data.get("host"), extra={k: v for k, v in data.items() if k not in known})
 
 
 def write_heartbeat(attempt_dir: PathLike, phase: str, step: Optional[int] = None, **extra: Any) -> dict:
@@ -103,22 +81,24 @@ def write_heartbeat(attempt_dir: PathLike, phase: str, step: Optional[int] = Non
     for key, value in extra.items():
         if key not in beat:
             beat[key] = value
+    if isinstance(beat["phase"], enum.Enum):
+        beat["phase"] = beat["phase"].value
     write_json_atomic(Path(attempt_dir) / HEARTBEAT, beat)
     return beat
 
 
-def read_heartbeat(attempt_dir: PathLike) -> Optional[dict]:
+def read_heartbeat(attempt_dir: PathLike) -> Optional[Heartbeat]:
     """The last heartbeat, or None when there is none (yet) or it cannot be read."""
     beat = read_json(Path(attempt_dir) / HEARTBEAT)
-    return beat if isinstance(beat, dict) else None
+    return Heartbeat.from_json(beat) if isinstance(beat, dict) else None
 
 
 def heartbeat_age(attempt_dir: PathLike, now: Optional[float] = None) -> Optional[float]:
     """Seconds since the last heartbeat (by its "time"), or None when there is none."""
     beat = read_heartbeat(attempt_dir)
-    if beat is None or not isinstance(beat.get("time"), (int, float)):
+    if beat is None or not isinstance(beat.time, (int, float)):
         return None
-    return (time.time() if now is None else now) - beat["time"]
+    return (time.time() if now is None else now) - beat.time
 
 
 def append_metrics(attempt_dir: PathLike, row: dict) -> dict:
@@ -180,7 +160,7 @@ def read_checkpoint_done(attempt_dir: PathLike) -> Optional[dict]:
     return done if isinstance(done, dict) else None
 
 
-__all__ = ["CHECKPOINT_DONE", "CHECKPOINT_REQUEST", "HEARTBEAT", "METRICS", "PREFLIGHT", "VERSIONS",
+__all__ = ["Heartbeat", "TrainerPhase", "CHECKPOINT_DONE", "CHECKPOINT_REQUEST", "HEARTBEAT", "METRICS", "PREFLIGHT", "VERSIONS",
            "append_metrics", "checkpoint_requested", "dumps", "heartbeat_age", "read_checkpoint_done",
            "read_heartbeat", "read_json", "read_metrics", "request_checkpoint", "write_heartbeat",
            "write_json_atomic"]
