@@ -33,12 +33,15 @@ from typing import Optional, Sequence
 
 from launcher.jobfolder.layout import attempts, latest_attempt
 from launcher.show.tables import print_table
-from launcher.jobfolder.progress import read_json
+from launcher.jobfolder import names
+from launcher.jobfolder.jsonio import read_json
+from launcher.jobfolder.logs import tail_lines
+from launcher.jobfolder.records import read_result
 from launcher.slurm.states import ACTIVE_STATES, FAILED_STATES, FINISHED_STATES, WAITING_STATES, query_states, state_of
 from launcher.sweep.run import (MANIFEST, REJECTED, SUBMIT_FAILED, SUBMITTED, SWEEP_FILE, Manifest, point_label,
                     record_states, sweep_of_job, varying)
 
-COMPONENT_LOGS = {"trainer": "trainer.log", "server": "server.log", "supervisor": "supervisor.log"}
+COMPONENT_LOGS = ("trainer", "server", "supervisor")
 EXIT_USAGE = 2
 
 
@@ -84,7 +87,7 @@ def resolve(text: str, root: Optional[Path] = None, points: Optional[list[int]] 
 def _from_folder(path: Path) -> Target:
     if (path / MANIFEST).exists() or (path / SWEEP_FILE).exists():
         return Target(path, Manifest(path).read())
-    if (path / "plan.json").exists() or (path / "submission.json").exists():
+    if (path / names.PLAN).exists() or (path / names.SUBMISSION).exists():
         return _from_job_dir(path)
     raise UsageError(f"{path}: neither a sweep folder (no {MANIFEST}) nor a job folder (no plan.json)")
 
@@ -98,7 +101,7 @@ def _from_job_dir(job_dir: Path, job_id: Optional[str] = None) -> Target:
                 or any(h.get("job_dir") == str(job_dir) for h in p.get("history", []))]
         if mine:
             return Target(sweep_dir, mine)
-    submission = read_json(job_dir / "submission.json") or {}
+    submission = read_json(job_dir / names.SUBMISSION) or {}
     point = {"index": 0, "overrides": [a for a in submission.get("argv", [])[1:]], "status": SUBMITTED,
              "job_id": job_id or submission.get("job_id"), "job_dir": str(job_dir), "history": [],
              "submitted_at": submission.get("submitted_at")}
@@ -131,7 +134,7 @@ def job_dir_of(job_id: str, root: Path) -> Optional[Path]:
             for job in [point] + point.get("history", []):
                 if job.get("job_id") == job_id and job.get("job_dir"):
                     return Path(job["job_dir"])
-    for submission in root.glob("*/*/submission.json"):
+    for submission in root.glob(f"*/*/{names.SUBMISSION}"):
         if (read_json(submission) or {}).get("job_id") == job_id:
             return submission.parent
     return None
@@ -141,7 +144,7 @@ def job_dir_of(job_id: str, root: Path) -> Optional[Path]:
 
 
 def component_names(job_dir: Optional[str]) -> list[str]:
-    plan = read_json(Path(job_dir) / "plan.json") if job_dir else None
+    plan = read_json(Path(job_dir) / names.PLAN) if job_dir else None
     if isinstance(plan, dict):
         return [c["name"] for c in plan.get("components", [])]
     return ["server", "trainer"]
@@ -158,39 +161,22 @@ def state_text(info: Optional[dict], job_dir: Optional[str]) -> str:
     return state
 
 
-_SUPERVISOR_END = re.compile(r"\bjob (FAILED|COMPLETED|STOPPED|REQUEUED): (.*)$")
-
-
 def failure_reason(job_dir: Optional[str]) -> str:
-    """Why a job ended, from the supervisor log of its last attempt (result.json as a fallback)."""
+    """Why a job ended: the result.json of its last attempt (a provisional one says so), else what the
+    supervisor or the batch step last wrote."""
     if not job_dir:
         return ""
     attempt = latest_attempt(Path(job_dir))
     if attempt is None:
         out = sorted(Path(job_dir).glob("slurm-*.out"))
-        tail = _last_lines(out[-1], 1) if out else []
+        tail = tail_lines(out[-1], 1) if out else []
         return tail[0] if tail else "no attempt folder: the batch step never started"
-    lines = _last_lines(attempt / "supervisor.log", 200)
-    for line in reversed(lines):
-        match = _SUPERVISOR_END.search(line)
-        if match:
-            return f"{match.group(1)}: {match.group(2)}"
-    result = read_json(attempt / "result.json")
-    if isinstance(result, dict) and result.get("reason"):
-        return f"{result.get('state')}: {result['reason'].splitlines()[0]}"
+    result = read_result(attempt)
+    if result is not None:
+        note = " (provisional: the supervisor did not finish deciding)" if result.provisional else ""
+        return f"{result.state.value}: {result.summary}{note}"
+    lines = tail_lines(attempt / names.SUPERVISOR_LOG, 1)
     return f"[{attempt.name}] {lines[-1].split(' ', 2)[-1]}" if lines else "the supervisor wrote nothing"
-
-
-def _last_lines(path: Path, n: int) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-n:]
 
 
 def category(point: dict, state: str) -> str:
@@ -276,7 +262,7 @@ def log_file(job_dir: Path, component: str, attempt: Optional[int]) -> Optional[
     folders = attempts(job_dir)
     if attempt is not None:
         folders = [f for f in folders if f.name == f"attempt-{attempt}"]
-    return folders[-1] / COMPONENT_LOGS[component] if folders else None
+    return folders[-1] / names.component_log(component) if folders else None
 
 
 def cmd_logs(target: Target, args) -> int:
@@ -292,7 +278,7 @@ def cmd_logs(target: Target, args) -> int:
         if path is None or not path.exists():
             print(f"launcher: no {args.component} log yet in {job_dir}", file=sys.stderr)
             return 1
-        for line in _last_lines(path, args.lines) if args.lines > 0 else path.read_text(errors="replace").splitlines():
+        for line in tail_lines(path, args.lines) if args.lines > 0 else path.read_text(errors="replace").splitlines():
             print(line)
         return 0
     return follow_log(job_dir, point.get("job_id"), args.component, args.attempt, args.lines)
@@ -313,8 +299,8 @@ def follow_log(job_dir: Path, job_id: Optional[str], component: str, attempt: Op
             path = log_file(job_dir, component, attempt)
             if path is not None and path != current and path.exists():
                 if current is None:  # the start: the last lines so far
-                    for line in _last_lines(path, lines) if lines > 0 else []:
-                        print(line)
+                    for line in tail_lines(path, lines) if lines > 0 else []:
+                        print(line, flush=True)
                     offset = path.stat().st_size
                 else:  # a new attempt: its whole log
                     print(f"==> {path} <==", flush=True)
@@ -417,7 +403,7 @@ def cmd_resubmit(target: Target, args) -> int:
 
 def _resubmit_lone_job(point: dict) -> int:
     job_dir = Path(point["job_dir"]) if point.get("job_dir") else None
-    submission = read_json(job_dir / "submission.json") if job_dir else None
+    submission = read_json(job_dir / names.SUBMISSION) if job_dir else None
     if not isinstance(submission, dict) or not submission.get("argv"):
         raise UsageError("the job's command line is not known (no submission.json in its folder)")
     overrides = [a for a in submission["argv"][1:] if a not in ("-m", "--multirun")]

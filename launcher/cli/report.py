@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from launcher.jobfolder.layout import attempts
-from launcher.jobfolder.progress import read_json, read_metrics
+from launcher.jobfolder.progress import read_metrics
+from launcher.jobfolder.records import read_result
 from launcher.sweep.run import REJECTED, refresh_states, varying
 
 METRICS = ("tokens_per_s", "step_time_s", "reward", "steps", "server_startup_s")
@@ -57,12 +58,12 @@ def summarize_job(job_dir: Path) -> dict[str, Any]:
         out.update(tokens_per_s=last.get("tokens_per_s"), reward=last.get("reward"), steps=0,
                    metrics_from="preflight")
     for folder in folders:
-        timings = (read_json(folder / "result.json") or {}).get("timings") or {}
-        if timings.get("server_healthy") is not None:
-            out["server_startup_s"] = float(timings["server_healthy"])
+        result = read_result(folder)
+        if result is not None and result.timings.get("server_healthy") is not None:
+            out["server_startup_s"] = float(result.timings["server_healthy"])
             break
-    result = read_json(folders[-1] / "result.json") if folders else None
-    out["result"] = result.get("state") if isinstance(result, dict) else None
+    result = read_result(folders[-1]) if folders else None
+    out["result"] = result.state.value if result is not None else None
     return out
 
 

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from launcher.jobfolder.layout import latest_attempt, read_json
+from launcher.jobfolder.layout import latest_attempt
 from launcher.jobfolder.progress import read_heartbeat, read_metrics
+from launcher.jobfolder.records import Phase, read_result, read_status
 
 
 def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
@@ -23,22 +24,20 @@ def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
     if attempt is None:
         return f"queued ({scheduler_state})" if scheduler_state else "queued"
     label = f"[{attempt.name}] "
-    result = read_json(attempt / "result.json")
-    if result:
-        return label + f"finished: {result['state']} - {result['reason'].splitlines()[0]}"
-    status = read_json(attempt / "status.json") or {}
-    phase = status.get("phase")
-    if phase in (None, "server_starting"):
-        started = status.get("since")
-        elapsed = f" ({time.time() - started:.0f} s)" if started else ""
+    result = read_result(attempt)
+    if result is not None and not result.provisional:
+        return label + f"finished: {result.state.value} - {result.summary}"
+    status = read_status(attempt)
+    if status is None or status.phase is Phase.SERVER_STARTING:
+        elapsed = f" ({time.time() - status.since:.0f} s)" if status and status.since else ""
         return label + f"server starting{elapsed}"
-    beat = read_heartbeat(attempt) or {}
+    beat = read_heartbeat(attempt)
     metrics = read_metrics(attempt, tail_bytes=16384)
-    parts = [label + "server healthy, trainer running" if status.get("server_url") else label + "trainer running"]
-    if beat.get("phase"):
-        parts.append(f"phase {beat['phase']}")
-    if beat.get("step") is not None:
-        parts.append(f"step {beat['step']}")
+    parts = [label + "server healthy, trainer running" if status.server_url else label + "trainer running"]
+    if beat is not None and beat.phase:
+        parts.append(f"phase {beat.phase}")
+    if beat is not None and beat.step is not None:
+        parts.append(f"step {beat.step}")
     last = next((m for m in reversed(metrics) if m.get("reward") is not None), None)
     if last:
         parts.append(f"reward {last['reward']:.3f}")
