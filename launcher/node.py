@@ -1,4 +1,5 @@
-"""Facts about the node a component runs on: its cluster address, free ports, CUDA. Stdlib only."""
+"""Facts about the node a component runs on: its cluster address, free ports, its GPUs and the device the
+job uses on it (decided once, by the component's step wrapper, and passed on in LAUNCHER_DEVICE). Stdlib only."""
 
 from __future__ import annotations
 
@@ -42,11 +43,23 @@ def node_address() -> str:
     raise RuntimeError(f"cannot tell the cluster address of node {name}; set LAUNCHER_NODE_ADDRESS")
 
 
-def free_port(address: str = "") -> int:
-    """A port free on `address` now (the kernel picks it; whoever binds next wins a tiny race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _bind_free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((address, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def free_port(address: str = "") -> int:
+    """A TCP port free on `address` now (the kernel picks it; whoever binds next wins a tiny race).
+
+    "" means every interface; IPv6 addresses work too. An address this node cannot bind (e.g. a
+    VLLM_HOST_IP that is not one of its own) falls back to every interface."""
+    try:
+        return _bind_free_port(address)
+    except OSError:
+        if not address:
+            raise
+        return _bind_free_port("")
 
 
 def gpu_count() -> int:
@@ -74,6 +87,20 @@ def gpu_count() -> int:
 def has_cuda() -> bool:
     """Whether this process can see an NVIDIA GPU."""
     return gpu_count() > 0
+
+
+DEVICE_ENV = "LAUNCHER_DEVICE"  # "cuda" | "cpu": set by the step wrappers for what they exec
+DEVICES = ("cuda", "cpu")
+
+
+def resolve_device(requested: str) -> str:
+    """plan.device on this node: "auto" -> "cuda" when gpu_count() > 0, else "cpu"; "cuda"/"cpu" as given.
+    The step wrappers call it once and pass the answer on in LAUNCHER_DEVICE; nothing probes again."""
+    if requested in DEVICES:
+        return requested
+    if requested != "auto":
+        raise ValueError(f"device {requested!r} is none of auto, cuda, cpu")
+    return "cuda" if gpu_count() > 0 else "cpu"
 
 
 def slurm_hostnames(nodelist: str) -> list[str]:
