@@ -1,0 +1,35 @@
+"""What validation reports and what it knows: Problem, Facts, InvalidConfig and the exit code of an
+invalid configuration. A shared leaf: it imports nothing else of the launcher's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+EXIT_INVALID_CONFIG = 2  # documented in the README: invalid configuration, nothing submitted
+
+
+@dataclass(frozen=True)
+class Problem:
+    keys: tuple[str, ...]
+    message: str
+    severity: str = "error"  # "error" stops the launch; "warning" is printed
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.keys)}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the backend could learn about where the job will run (None = unknown)."""
+
+    local_gpus: Optional[int] = None  # GPUs on this machine (local backend)
+    partitions: Optional[dict[str, dict[str, Any]]] = None  # sinfo: name -> {"gpus_per_node": int, "nodes": int}
+    default_partition: Optional[str] = None
+
+
+class InvalidConfig(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
