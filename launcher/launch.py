@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
-from launcher.config.compose import to_plain_dict
-from launcher.plan.plan import Plan, build_plan
-from launcher.validate.rules import EXIT_INVALID_CONFIG, Facts, InvalidConfig
-
-
-def gather_facts(cfg: dict) -> Facts:
-    if cfg["cluster"]["backend"] == "local":
-        from launcher.validate.facts import local_gpu_count
-
-        return Facts(local_gpus=local_gpu_count())
-    from launcher.validate.facts import slurm_facts
-
-    return slurm_facts()
+from launcher.config.compose import as_launch_config
+from launcher.config.schema import LaunchConfig
+from launcher.plan.build import build_plan
+from launcher.plan.plan import Plan
+from launcher.validate.facts import gather_facts
+from launcher.validate.problems import EXIT_INVALID_CONFIG, InvalidConfig
 
 
 def in_sweep() -> bool:
@@ -35,7 +29,7 @@ def report_invalid(error: InvalidConfig) -> None:
         print(f"  - {problem}", file=sys.stderr)
 
 
-def dry_run(plan: Plan, cfg: dict) -> None:
+def dry_run(plan: Plan, cfg: LaunchConfig) -> None:
     print(plan)
     print()
     if plan.backend == "slurm":
@@ -51,15 +45,15 @@ def dry_run(plan: Plan, cfg: dict) -> None:
 
 
 def launch(composed) -> int:
-    """Launch one composed config (a DictConfig from Hydra, or an already plain dict)."""
+    """Launch one composed config (a DictConfig from Hydra, a LaunchConfig, or an older plain dict)."""
     if in_sweep():  # sweep hook: a resumed sweep does not submit a point that already went in
         from launcher.sweep.run import skip_point
 
         if skip_point():
             return 0
-    cfg: dict = {}
+    cfg: Optional[LaunchConfig] = None
     try:
-        cfg = composed if isinstance(composed, dict) else to_plain_dict(composed)
+        cfg = as_launch_config(composed)
         plan = build_plan(cfg, gather_facts(cfg), python=sys.executable)
     except InvalidConfig as error:
         if in_sweep():  # sweep hook: recorded; the sweep lists every invalid point with its reasons at the end
@@ -71,7 +65,7 @@ def launch(composed) -> int:
         sys.exit(EXIT_INVALID_CONFIG)
     for warning in plan.warnings:
         print(f"launcher: warning: {warning}", file=sys.stderr)
-    if cfg["dry_run"]:
+    if cfg.dry_run:
         dry_run(plan, cfg)
         return 0
     if plan.backend == "slurm":

@@ -1,17 +1,20 @@
-"""Shared test helpers: compose the real Hydra config the way the CLI does."""
+"""Shared test helpers: compose the real Hydra config the way the CLI does, and fake executables on PATH."""
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
+from omegaconf import DictConfig
 
 from launcher.config import schema
-from launcher.config.compose import to_plain_dict
+from launcher.config.compose import to_launch_config
+from launcher.config.schema import LaunchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -19,10 +22,25 @@ PYTHON = sys.executable
 schema.register()
 
 
-def compose(*overrides: str) -> dict:
-    """The plain config dict `python -m launcher <overrides>` would launch."""
+def compose_hydra(*overrides: str) -> DictConfig:
+    """The composed DictConfig that `python -m launcher <overrides>` hands to launcher.launch.launch()."""
     with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
-        return to_plain_dict(hydra_compose(config_name="config", overrides=list(overrides)))
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def compose(*overrides: str) -> LaunchConfig:
+    """The typed config `python -m launcher <overrides>` would launch (derived keys filled)."""
+    return to_launch_config(compose_hydra(*overrides))
+
+
+def fake_executable(directory: Path, name: str, script: str) -> Path:
+    """An executable `directory/name` running `script`: a whole script with its #! line, or bash lines."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(script if script.startswith("#!") else "#!/bin/bash\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose
-from launcher.plan.plan import build_plan
-from launcher.plan.sbatch import render_sbatch, sbatch_quote
-from launcher.plan.sbatch import supervisor_command
+from launcher.plan.build import build_plan
+from launcher.plan.plan import Plan
+from launcher.plan.sbatch import render_sbatch, sbatch_quote, supervisor_command
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff
@@ -69,8 +69,8 @@ NASTY = ["two words", "it's", 'say "hi"', "$(touch /tmp/pwned)", "`id`", "a;b", 
 def test_env_values_reach_the_job_unchanged(tmp_path):
     cfg = compose("+experiment=deepmath", "cluster=slurm")
     for i, value in enumerate(NASTY + ["line1\nline2"]):
-        cfg["cluster"]["env"][f"V{i}"] = value
-    cfg["cluster"]["setup"] = ["echo setup-ran"]
+        cfg.cluster.env[f"V{i}"] = value
+    cfg.cluster.setup = ["echo setup-ran"]
     plan = build_plan(cfg)
     marker = tmp_path / "pwned"
     script = render_sbatch(plan, f"{tmp_path}/job dir; $(touch {marker})",
@@ -93,8 +93,8 @@ def test_env_values_reach_the_job_unchanged(tmp_path):
 
 def test_sbatch_values_with_spaces_and_quotes_are_one_argument():
     cfg = compose("+experiment=deepmath", "cluster=slurm")
-    cfg["name"] = 'grpo "nightly" #3'
-    cfg["cluster"]["sbatch"]["comment"] = "it's $(not) run; `ever`"
+    cfg.name = 'grpo "nightly" #3'
+    cfg.cluster.sbatch["comment"] = "it's $(not) run; `ever`"
     script = render_sbatch(build_plan(cfg), "/j", ["python3"])
     assert '#SBATCH --job-name="grpo \\"nightly\\" \\#3"' in script
     assert "#SBATCH --comment=\"it's $(not) run; `ever`\"" in script
@@ -105,3 +105,32 @@ def test_colocate_renders_one_plain_job():
     script = render("mode=colocate")
     assert "#SBATCH hetjob" not in script
     assert script.count("#SBATCH --nodes=") == 1 and "# component 0: trainer" in script
+
+
+def test_the_job_folder_reaches_the_trainer_as_launcher_job_dir_only():
+    """No command takes the job folder as an argument; the script exports LAUNCHER_JOB_DIR."""
+    cfg = compose("+experiment=deepmath", "cluster=slurm", "cluster.python=/opt/venv/bin/python")
+    plan = build_plan(cfg)
+    train = plan.component("trainer").execs
+    assert train[-2:] == ["-m", "launcher.train"] and not any("{job_dir}" in a for a in train)
+    cfg.trainer.preflight = True
+    assert build_plan(cfg).component("trainer").execs == ["/opt/venv/bin/python", "-u", "-m", "launcher.train",
+                                                          "--preflight"]
+    script = render_sbatch(plan, "/j/x", ["python3"])
+    assert "export LAUNCHER_JOB_DIR=/j/x" in script and "#SBATCH --output=/j/x/slurm-%j.out" in script
+
+
+def test_plan_is_pure_data_that_round_trips():
+    plan = build_plan(compose("+experiment=deepmath", "cluster=slurm", "reward.weights=[1.0]"))
+    again = Plan.from_json(plan.to_json())
+    assert again == plan and str(again) == str(plan)
+    assert (plan.backend, plan.mode, plan.device) == ("slurm", "server", "auto") and type(plan.mode) is str
+    assert plan.grpo["reward_weights"] == [1.0] and plan.grpo["output_dir"] == "{job_dir}/output"
+
+
+def test_build_plan_still_takes_a_plain_dict():
+    from launcher.config.compose import plain_dict
+    from launcher.plan.plan import build_plan as old_import  # moved to launcher.plan.build; still importable
+
+    cfg = compose("+experiment=deepmath", "cluster=slurm")
+    assert old_import is build_plan and build_plan(plain_dict(cfg)) == build_plan(cfg)

@@ -3,8 +3,9 @@
 import pytest
 
 from conftest import compose
-from launcher.plan.plan import build_plan
-from launcher.validate.rules import Facts, InvalidConfig, validate
+from launcher.plan.build import build_plan
+from launcher.validate.problems import Facts, InvalidConfig
+from launcher.validate.rules import validate
 
 
 def problems(*overrides, facts=Facts()):
@@ -26,10 +27,10 @@ def test_valid_seed_has_no_errors(tiny_model, data_file):
 
 def test_server_gpus_follow_tp_and_dp_unless_set(tiny_model, data_file):
     cfg = compose(*base(tiny_model, data_file, "server.tensor_parallel_size=2", "server.data_parallel_size=2"))
-    assert cfg["server"]["gpus_per_node"] == 4
+    assert cfg.server.gpus_per_node == 4
     cfg = compose(*base(tiny_model, data_file, "server.tensor_parallel_size=4", "server.nodes=2",
                         "server.distributed_executor_backend=ray"))
-    assert cfg["server"]["gpus_per_node"] == 2
+    assert cfg.server.gpus_per_node == 2
 
 
 def test_tp_times_dp_must_equal_server_gpus(tiny_model, data_file):
@@ -186,7 +187,7 @@ def test_launcher_owned_sbatch_flag(tiny_model, data_file):
 
 def test_sbatch_value_without_newline(tiny_model, data_file):
     cfg = compose(*base(tiny_model, data_file))
-    cfg["cluster"]["sbatch"]["comment"] = "a\nb"
+    cfg.cluster.sbatch["comment"] = "a\nb"
     assert [str(p) for p in validate(cfg)] == ["cluster.sbatch.comment: an #SBATCH value cannot contain a newline"]
 
 

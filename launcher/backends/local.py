@@ -15,7 +15,7 @@ CPU_FALLBACK = ("launcher: no CUDA device on this machine: the server runs on CP
 
 
 def run_local(plan: Plan, cfg: dict) -> int:
-    job_dir = create_job_dir(cfg["cluster"]["job_root"], plan.name)
+    job_dir = create_job_dir(cfg.cluster.job_root, plan.name)
     write_snapshot(job_dir, plan, cfg)
     record_submission(job_dir, "local", f"local-{job_dir.name}", sys.argv)
     print(f"launcher: job local-{job_dir.name}; job folder {job_dir}", flush=True)

@@ -121,10 +121,10 @@ def submit(plan: Plan, cfg: dict, job_dir: Path | None = None, min_interval_s: f
     """Create the job folder, snapshot it, submit; (job, job folder)."""
     from launcher.supervisor.loop import SlurmEntry  # light: stdlib + launcher only
 
-    job_dir = job_dir or create_job_dir(cfg["cluster"]["job_root"], plan.name)
+    job_dir = job_dir or create_job_dir(cfg.cluster.job_root, plan.name)
     script = render_sbatch(plan, str(job_dir), supervisor_command(plan, str(job_dir / "submitit")))
     write_snapshot(job_dir, plan, cfg, sbatch_script=script)
-    executor = HetSlurmExecutor(plan, job_dir, retries=cfg["cluster"]["submit_retries"], min_interval_s=min_interval_s)
+    executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries, min_interval_s=min_interval_s)
     job = executor.submit(SlurmEntry(str(job_dir)))
     job.watcher.delay_s = 2  # the foreground wait below polls sacct at most this often
     record_submission(job_dir, "slurm", job.job_id, sys.argv)
@@ -154,7 +154,7 @@ def submit_launch(plan: Plan, cfg: dict) -> int:
 
         record_point(cfg, job.job_id, job_dir)
         return 0
-    if cfg["cluster"]["wait"]:
+    if cfg.cluster.wait:
         from launcher.show.watch import watch_slurm_job
 
         return watch_slurm_job(job, job_dir)

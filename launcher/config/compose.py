@@ -1,48 +1,64 @@
-"""Composed Hydra config -> the plain dict every other layer reads."""
+"""Composed Hydra config -> the typed LaunchConfig every later stage reads (attributes, Enum members).
+
+A missing mandatory key (`???`) and a key the schema does not have (added with `+section.key=...`, which
+Hydra accepts into a typed section and OmegaConf would then drop) raise InvalidConfig naming the key;
+the derive step fills server.gpus_per_node when it is null.
+"""
 
 from __future__ import annotations
 
-import json
-from enum import Enum
-from typing import Any
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from launcher.validate.rules import InvalidConfig, Problem
+from launcher.config.derive import derive
+from launcher.config.schema import LaunchConfig
+from launcher.validate.problems import InvalidConfig, Problem
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"not JSON-able: {value!r}")
+def to_launch_config(cfg: DictConfig) -> LaunchConfig:
+    """Resolved and typed; a missing or unknown key raises InvalidConfig naming it."""
+    if OmegaConf.get_type(cfg) is not LaunchConfig:  # an untyped DictConfig: type it by the schema
+        cfg = OmegaConf.merge(OmegaConf.structured(LaunchConfig), cfg)
+    problems = [Problem((key,), "is required (no default); set it on the command line or in an experiment")
+                for key in sorted(_missing_keys(cfg))]
+    problems += _unknown_keys(cfg)
+    if problems:
+        raise InvalidConfig(problems)
+    try:
+        config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:  # e.g. an interpolation pointing at a missing key
+        raise InvalidConfig([Problem((str(e.full_key),), "is required (no default)")]) from None
+    assert isinstance(config, LaunchConfig)
+    return derive(config)
+
+
+def as_launch_config(cfg: Union[LaunchConfig, DictConfig, Mapping]) -> LaunchConfig:
+    """A LaunchConfig as is; a composed DictConfig or a plain nested mapping (older callers) typed."""
+    if isinstance(cfg, LaunchConfig):
+        return cfg
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    return to_launch_config(cfg)
+
+
+def plain_dict(cfg: LaunchConfig) -> dict:
+    """The typed config as plain nested dicts, Enums as their values (what config.yaml records)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def to_plain_dict(cfg: DictConfig) -> dict:
-    """Resolved, with enums as their names; a missing mandatory key raises InvalidConfig naming it."""
-    missing = sorted(_missing_keys(cfg))
-    if missing:
-        raise InvalidConfig([Problem((key,), "is required (no default); set it on the command line or in an experiment")
-                             for key in missing])
-    try:
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as e:  # e.g. an interpolation pointing at a missing key
-        raise InvalidConfig([Problem((str(e.full_key),), "is required (no default)")]) from None
-    return derive(json.loads(json.dumps(container, default=_plain)))
+    """Older API: the composed config as plain nested dicts (to_launch_config, then plain_dict)."""
+    return plain_dict(to_launch_config(cfg))
 
 
-def derive(cfg: dict) -> dict:
-    """Fill keys whose null means "follow the others": server.gpus_per_node = TP x DP / nodes (rounded up,
-    so that a TP x DP that does not split over the nodes is reported by validation, naming the keys)."""
-    server = cfg["server"]
-    if server.get("gpus_per_node") is None:
-        parts = (server["tensor_parallel_size"], server["data_parallel_size"], server["nodes"])
-        if all(isinstance(v, int) and v > 0 for v in parts):
-            tp, dp, nodes = parts
-            server["gpus_per_node"] = -(-tp * dp // nodes)
-        else:
-            server["gpus_per_node"] = 1  # the bad count itself is what validation reports
-    return cfg
+def to_yaml(cfg: LaunchConfig) -> str:
+    """The resolved config as config.yaml records it in the job folder."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -56,6 +72,27 @@ def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
             if isinstance(node, DictConfig):
                 keys += _missing_keys(node, full + ".")
     return keys
+
+
+def _unknown_keys(cfg: DictConfig, prefix: str = "") -> list[Problem]:
+    """Keys of typed sections that their dataclass does not declare (Hydra's `+key=` adds them)."""
+    kind: Any = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(kind):
+        return []  # an open mapping (grpo, env, sbatch): any key
+    fields = [f.name for f in dataclasses.fields(kind)]
+    problems = []
+    for key in cfg.keys():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            problems.append(Problem((full,), f"is not a key of {kind.__name__} (docs/configuration.md lists "
+                                             f"every key){hint}"))
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not OmegaConf.is_missing(cfg, key):
+            problems += _unknown_keys(node, full + ".")
+    return problems
 
 
 def load_resolved(path: str) -> dict:

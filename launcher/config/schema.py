@@ -5,6 +5,9 @@ from these dataclasses (scripts/gen_config_docs.py) and a test keeps it current.
 wrong types fail at composition with Hydra's own message. `grpo` is an open mapping because any
 GRPOConfig field may be set; its keys and types are checked against launcher/grpo_fields.json in
 the plan (TRL itself is not installed on a login node).
+
+The composed config reaches validation and the plan builder as these objects (launcher/config/compose.py:
+`OmegaConf.to_object`), with Enum members for the choices; `grpo` and the env/sbatch mappings stay dicts.
 """
 
 from __future__ import annotations
@@ -14,6 +17,25 @@ from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+
+class _Section:
+    """Transitional: `cfg["server"]["nodes"]` (read, write, `.get`) for callers that still treat the composed
+    config as nested dicts; the launcher's own code reads attributes (`cfg.server.nodes`)."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not hasattr(self, key):
+            raise KeyError(key)
+        setattr(self, key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
 
 
 class Strategy(str, Enum):
@@ -47,7 +69,7 @@ class Device(str, Enum):
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(_Section):
     """Component 0: `trl vllm-serve`."""
 
     nodes: int = 1  # nodes of the server component
@@ -69,7 +91,7 @@ class ServerConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(_Section):
     """Component 1: the GRPO trainer under `accelerate launch`."""
 
     nodes: int = 1  # nodes of the trainer component
@@ -88,14 +110,14 @@ class TrainerConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     name_or_path: str = MISSING  # hub id or local folder
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
     split: str = "train"
     config_name: Optional[str] = None  # dataset configuration (subset) name
@@ -103,13 +125,13 @@ class DataConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(_Section):
     funcs: List[str] = field(default_factory=lambda: ["trl.rewards.accuracy_reward"])  # import paths
     weights: Optional[List[float]] = None  # GRPOConfig.reward_weights, one per function
 
 
 @dataclass
-class ClusterConfig:
+class ClusterConfig(_Section):
     backend: Backend = Backend.slurm  # set by the cluster group (cluster=slurm | cluster=local)
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -135,7 +157,7 @@ class ClusterConfig:
 
 
 @dataclass
-class LaunchConfig:
+class LaunchConfig(_Section):
     name: str = "grpo"  # job name (Slurm job name and job folder)
     mode: Mode = Mode.server  # server: separate vLLM server (het job); colocate: vLLM inside the trainer (one GPU ok)
     device: Device = Device.auto  # auto: CUDA where the job sees a GPU, else the CPU fallback

@@ -18,11 +18,12 @@ import secrets
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
 from launcher import __version__
+from launcher.plan import placeholders
 from launcher.plan.plan import Plan
 from launcher.jobfolder.jsonio import read_json, write_json_atomic as write_json
 from launcher.jobfolder.names import ATTEMPT_PREFIX
@@ -46,7 +47,7 @@ def create_job_dir(root: str | os.PathLike, name: str, now: Optional[dt.datetime
 
 
 def fill(text: str, job_dir: Path) -> str:
-    return text.replace("{job_dir}", str(job_dir))
+    return placeholders.fill(text, {placeholders.JOB_DIR: job_dir})
 
 
 def attempt_dir(job_dir: Path, attempt: int) -> Path:
@@ -101,10 +102,10 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_snapshot(job_dir: Path, plan: Plan, cfg: dict, sbatch_script: Optional[str] = None,
+def write_snapshot(job_dir: Path, plan: Plan, cfg: Any, sbatch_script: Optional[str] = None,
                    cwd: str | os.PathLike = ".") -> None:
-    """Everything needed to know later what ran and from what."""
-    write_private(job_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    """Everything needed to know later what ran and from what (cfg: the typed LaunchConfig, or a mapping)."""
+    write_private(job_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     write_private(job_dir / "plan.txt", str(plan) + "\n")
     write_private(job_dir / "plan.json", plan.to_json())
     write_private(job_dir / "commands.txt", component_commands(plan, job_dir))

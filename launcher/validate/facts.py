@@ -1,4 +1,6 @@
-"""What can be learned cheaply about where a job will run, for validation (one command each)."""
+"""What can be learned cheaply about where a job will run, for validation: the GPUs of this machine (the
+local backend) or the partitions sinfo lists (Slurm). One command each.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +9,22 @@ import subprocess
 import sys
 import time
 
-from launcher.validate.rules import Facts
+from launcher.config.schema import Backend, LaunchConfig
+from launcher.node import gpu_count
+from launcher.validate.problems import Facts
 from launcher.walltime import parse_walltime
 
 
+def gather_facts(cfg: LaunchConfig) -> Facts:
+    """The facts the rules of cfg's backend need."""
+    if cfg.cluster.backend == Backend.local:
+        return Facts(local_gpus=local_gpu_count())
+    return slurm_facts()
+
+
 def local_gpu_count() -> int:
-    """GPUs on this machine by `nvidia-smi -L` (0 when there is no NVIDIA driver); no torch import."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    """GPUs on this machine (launcher.node.gpu_count, the launcher's one GPU probe; no torch import)."""
+    return gpu_count()
 
 
 def parse_sinfo(text: str) -> tuple[dict[str, dict], str | None]:

@@ -1,0 +1,118 @@
+"""Typed config -> Plan: validate, then lay out the components, their #SBATCH flags, env, commands and
+policies. No I/O here beyond what validation reads (a local model's config.json, local paths), and no
+heavy imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Union
+
+from launcher.config.compose import as_launch_config
+from launcher.config.derive import local_gpu_sets
+from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig, Mode, ServerConfig, TrainerConfig
+from launcher.plan.commands import preflight_command, serve_command, server_step, train_command, trainer_step
+from launcher.plan.placeholders import JOB_DIR, marker
+from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
+from launcher.validate.problems import Facts, InvalidConfig
+from launcher.validate.rules import validate
+from launcher.walltime import parse_walltime
+
+
+def _sbatch_common(cluster: ClusterConfig) -> dict[str, Any]:
+    flags: dict[str, Any] = {"time": cluster.time}
+    for key, value in (("partition", cluster.partition), ("account", cluster.account), ("qos", cluster.qos),
+                       ("constraint", cluster.constraint)):
+        if value is not None:
+            flags[key] = value
+    return flags
+
+
+def _component_sbatch(cfg: LaunchConfig, comp: Union[ServerConfig, TrainerConfig], uses_gpus: bool) -> dict[str, Any]:
+    flags = _sbatch_common(cfg.cluster)
+    flags["nodes"] = comp.nodes
+    flags["ntasks-per-node"] = 1
+    if uses_gpus:
+        flags["gpus-per-node"] = comp.gpus_per_node
+    for key, value in {**cfg.cluster.sbatch, **comp.sbatch}.items():
+        flags[str(key).lstrip("-")] = value
+    return flags
+
+
+def _grpo(cfg: LaunchConfig) -> dict[str, Any]:
+    """GRPOConfig kwargs: the user's, plus the ones the launcher owns (vLLM wiring, reward weights)."""
+    grpo = dict(cfg.grpo)
+    grpo["use_vllm"] = bool(cfg.trainer.use_vllm)
+    if cfg.trainer.use_vllm:
+        grpo["vllm_mode"] = Mode(cfg.mode).value
+    if cfg.reward.weights is not None:
+        grpo["reward_weights"] = list(cfg.reward.weights)
+    if grpo.get("output_dir") is None:
+        grpo["output_dir"] = f"{marker(JOB_DIR)}/output"
+    return grpo
+
+
+def _policies(cfg: LaunchConfig) -> Policies:
+    cluster, server, trainer = cfg.cluster, cfg.server, cfg.trainer
+    return Policies(
+        startup_timeout_s=server.startup_timeout_s, health_grace_s=server.health_grace_s,
+        watchdog_timeout_s=trainer.watchdog_timeout_s,
+        checkpoint_timeout_s=cluster.checkpoint_timeout_s, stop_grace_s=cluster.stop_grace_s,
+        signal_before_end_s=cluster.signal_before_end_s, max_requeues=cluster.max_requeues,
+        server_port=server.port, server_host=server.host, group_port=trainer.group_port,
+        main_process_port=trainer.main_process_port,
+        requeue_on_node_failure=bool(cluster.requeue_on_node_failure),
+        preflight_prompts=int(trainer.preflight_prompts))
+
+
+def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python: str = "python3") -> Plan:
+    """Validate a composed config (a LaunchConfig; a plain nested mapping is typed first) and turn it into a
+    Plan; InvalidConfig on errors."""
+    cfg = as_launch_config(cfg)
+    problems = validate(cfg, facts)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise InvalidConfig(errors)
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+
+    cluster, server, trainer = cfg.cluster, cfg.server, cfg.trainer
+    python = cluster.python or python
+    uses_gpus = cfg.device != Device.cpu
+    local = cluster.backend == Backend.local
+    server_gpus, trainer_gpus = local_gpu_sets(cfg) if local else (None, None)
+    server_mode = cfg.mode == Mode.server
+
+    preflight = bool(trainer.preflight)
+    trainer_execs = preflight_command(python) if preflight else train_command(cfg, python)
+    components = []
+    if server_mode:
+        components.append(Component(
+            name="server", het_group=0, nodes=server.nodes, gpus_per_node=server.gpus_per_node,
+            sbatch=_component_sbatch(cfg, server, uses_gpus), env=dict(server.env),
+            step=server_step(python), execs=serve_command(cfg), gpus=server_gpus))
+    components.append(Component(
+        name="trainer", het_group=1 if server_mode else None, nodes=trainer.nodes,
+        gpus_per_node=trainer.gpus_per_node, sbatch=_component_sbatch(cfg, trainer, uses_gpus),
+        env=dict(trainer.env), step=trainer_step(python), execs=trainer_execs, gpus=trainer_gpus))
+
+    job_sbatch: dict[str, Any] = {
+        "job-name": cfg.name,
+        "output": f"{marker(JOB_DIR)}/slurm-%j.out",
+        "open-mode": "append",
+        # B: so the batch shell (the supervisor, exec'd) gets USR2 itself, not only the steps
+        "signal": f"B:USR2@{cluster.signal_before_end_s}",
+    }
+    job_sbatch["requeue" if cluster.max_requeues > 0 else "no-requeue"] = True
+
+    return Plan(
+        name=cfg.name, backend=Backend(cluster.backend).value, mode=Mode(cfg.mode).value,
+        device=Device(cfg.device).value, walltime_s=parse_walltime(cluster.time), python=python,
+        components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=dict(cluster.env),
+        secret_env=list(cluster.secret_env), grpo=_grpo(cfg), preflight=preflight, policies=_policies(cfg),
+        model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
+                        trust_remote_code=cfg.model.trust_remote_code),
+        data=DataSpec(name_or_path=cfg.data.name_or_path, split=cfg.data.split, config_name=cfg.data.config_name,
+                      max_samples=cfg.data.max_samples),
+        reward=RewardSpec(funcs=list(cfg.reward.funcs),
+                          weights=None if cfg.reward.weights is None else list(cfg.reward.weights)),
+        warnings=warnings)

@@ -1,0 +1,37 @@
+"""The plan as people read it (plan.txt, the dry-run's first part). Reads a Plan's fields only."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+
+def render_plan(plan: Any) -> str:
+    """The plan as people read it (`plan` is a launcher.plan.plan.Plan)."""
+    lines = [f"Plan: {plan.name}  ({plan.backend} backend, {plan.mode} mode, device {plan.device}, "
+             f"walltime {plan.walltime_s // 3600}h{plan.walltime_s % 3600 // 60:02d}m)"]
+    for c in plan.components:
+        where = f"het group {c.het_group}" if c.het_group is not None else "job"
+        gpus = f", GPUs {c.gpus}" if c.gpus is not None else ""
+        lines.append(f"  {c.name:<8} {where}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s){gpus}")
+        lines.append(f"           runs: {shlex.join(c.execs)}")
+        if c.env:
+            lines.append(f"           env:  {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in c.env.items())}")
+    p = plan.policies
+    lines.append("  policies: "
+                 f"server health within {p.startup_timeout_s:g} s (dead after {p.health_grace_s:g} s silent), "
+                 f"trainer watchdog {p.watchdog_timeout_s:g} s, checkpoint {p.checkpoint_timeout_s:g} s, "
+                 f"stop grace {p.stop_grace_s:g} s")
+    lines.append(f"            USR2 {p.signal_before_end_s} s before walltime; max requeues {p.max_requeues}; "
+                 f"server port {p.server_port or 'free port on the node'}; "
+                 f"bind {p.server_host or 'node cluster address'}; "
+                 f"weight-sync port {p.group_port or 'free port on trainer rank 0'}")
+    grpo = " ".join(f"{k}={v}" for k, v in plan.grpo.items())
+    lines.append(f"  grpo: {grpo}")
+    if plan.preflight:
+        lines.append("  trainer: preflight only (check server, generate, score; no training)")
+    if plan.secret_env:
+        lines.append(f"  secrets from your environment (never written): {', '.join(plan.secret_env)}")
+    for w in plan.warnings:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)
