@@ -1,25 +1,29 @@
-"""Bad input never costs a queued job: a corpus of misconfigurations drawn from real failures, each run
-through the real CLI (`python -m launcher ...`, a subprocess) and each rejected before submission.
+"""Bad input never costs a queued job: a corpus of misconfigurations drawn from real failures, each rejected
+before submission.
 
-For every case: the exit code is 2 (invalid configuration, nothing submitted; documented in the README)
-or 1 for Hydra composition errors (unknown keys, wrong types: Hydra's own message); the message names the
-key to change; and the fake `sbatch` first on PATH, which records any call, was never called. A fake
-`sinfo` prints recorded partition output (the test cluster's three partitions plus a production-like
-layout), and a fake `nvidia-smi` says this machine has 2 GPUs, so the rules that need cluster facts run.
-Where a case comes from a known failure, the comment says which.
+Every case runs in-process the way the CLI does: Hydra composes the overrides, then launcher.launch.launch()
+gets the composed config, with a fake `sbatch` (which records any call), a fake `sinfo` (recorded partition
+output: the test cluster's three partitions plus a production-like layout) and a fake `nvidia-smi` (this
+machine has 2 GPUs) first on PATH, so the rules that need cluster facts run. For every case: the exit code
+is 2 (invalid configuration, nothing submitted; documented in the README) or 1 for Hydra composition errors
+(unknown keys, wrong types: Hydra's own message); the message names the key to change; the fake sbatch was
+never called and no job folder was made. A few cases also run through the real CLI (`python -m launcher`,
+a subprocess), as does a valid control that does reach the fake sbatch. Where a case comes from a known
+failure, the comment says which.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import compose_hydra, fake_executable
+from launcher.launch import launch
 
 # `sinfo -h -o '%R|%G|%D|%l|%P'`: the first three lines recorded on the test cluster (scripts/slurm-test-cluster),
 # the rest in the shape a production cluster prints (typed GRES with socket affinity, a CPU partition, limits)
@@ -38,21 +42,14 @@ echo "Submitted batch job 4242"
 """
 
 
-def _tool(bin_dir: Path, name: str, body: str) -> None:
-    path = bin_dir / name
-    path.write_text(body)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-
-
 @pytest.fixture(scope="module")
 def fake_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     bin_dir = root / "bin"
-    bin_dir.mkdir()
-    _tool(bin_dir, "sbatch", SBATCH)
-    _tool(bin_dir, "sinfo", "#!/bin/bash\ncat <<'EOF'\n" + SINFO + "EOF\n")
-    _tool(bin_dir, "nvidia-smi", "#!/bin/bash\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n"
-                                 "echo 'GPU 1: NVIDIA H200 (UUID: GPU-1)'\n")
+    fake_executable(bin_dir, "sbatch", SBATCH)
+    fake_executable(bin_dir, "sinfo", "cat <<'EOF'\n" + SINFO + "EOF\n")
+    fake_executable(bin_dir, "nvidia-smi", "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n"
+                                           "echo 'GPU 1: NVIDIA H200 (UUID: GPU-1)'\n")
     # a model folder as validation reads it (config.json only): 16 attention heads, 8 key/value heads
     model = root / "model"
     model.mkdir()
@@ -68,17 +65,41 @@ def fake_cluster(tmp_path_factory):
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SBATCH_RECORD=str(record),
                HYDRA_FULL_ERROR="0")
     env.pop("SLURM_CONF", None)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
     return {"root": root, "env": env, "record": record, "model": model, "model24": odd, "data": data,
             "file": a_file}
 
 
-def run_cli(fake_cluster, *overrides: str) -> subprocess.CompletedProcess:
+def arguments(fake_cluster, overrides) -> list[str]:
     f = fake_cluster
     base = ["+experiment=smoke", "cluster=slurm", f"cluster.job_root={f['root'] / 'jobs'}",
             f"model.name_or_path={f['model']}", f"data.name_or_path={f['data']}"]
-    args = [a.format(**{k: v for k, v in f.items() if isinstance(v, Path)}) for a in overrides]
-    return subprocess.run([sys.executable, "-m", "launcher", *base, *args], capture_output=True, text=True,
-                          env=f["env"], cwd=f["root"], timeout=120)
+    return base + [a.format(**{k: v for k, v in f.items() if isinstance(v, Path)}) for a in overrides]
+
+
+def run_cli(fake_cluster, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launcher", *arguments(fake_cluster, overrides)],
+                          capture_output=True, text=True, env=fake_cluster["env"], cwd=fake_cluster["root"],
+                          timeout=120)
+
+
+def run_in_process(fake_cluster, monkeypatch, capsys, overrides) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of what `python -m launcher` does with these overrides, in this process."""
+    for name in ("PATH", "SBATCH_RECORD"):
+        monkeypatch.setenv(name, fake_cluster["env"][name])
+    for name in ("SLURM_CONF", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(fake_cluster["root"])
+    try:
+        composed = compose_hydra(*arguments(fake_cluster, overrides))
+    except ConfigCompositionException as error:  # the CLI prints Hydra's message and exits 1
+        return 1, "", f"{error}\n{error.__cause__ or ''}"
+    try:
+        code = launch(composed)
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 # (id, overrides, exit code, text the message must contain: the key to change)
@@ -134,6 +155,8 @@ CASES = [
     ("bad_strategy", ["trainer.strategy=zero4"], 1, "trainer.strategy"),
     ("cluster_key_typo", ["cluster.partion=gpu"], 1, "cluster.partion"),
     ("wrong_type_bool", ["server.enforce_eager=maybe"], 1, "server.enforce_eager"),
+    # a key added with `+` to a typed section: Hydra accepts it, the typed config would drop it (issue 15)
+    ("unknown_key_with_plus", ["+server.bogus_key=1"], 2, "server.bogus_key: is not a key of ServerConfig"),
     # --- walltime
     ("walltime_not_a_time", ["cluster.time=abc"], 2, "cluster.time"),
     ("walltime_zero", ["cluster.time=0"], 2, "cluster.time: must be longer than 0"),
@@ -194,8 +217,26 @@ def job_folders(fake_cluster) -> set[Path]:
     return set((fake_cluster["root"] / "jobs").glob("*/*"))
 
 
+def assert_nothing_submitted(fake_cluster, before: set[Path]) -> None:
+    assert not fake_cluster["record"].exists(), f"sbatch was called: {fake_cluster['record'].read_text()}"
+    assert job_folders(fake_cluster) == before, "a job folder was made"
+
+
+@pytest.mark.parametrize("overrides, code, names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_rejected_before_submission(fake_cluster, monkeypatch, capsys, overrides, code, names):
+    before = job_folders(fake_cluster)
+    got, out, err = run_in_process(fake_cluster, monkeypatch, capsys, overrides)
+    message = out + err
+    assert got == code, message
+    assert names in message, message
+    if code == 2:
+        assert "invalid configuration, nothing was submitted" in err, message
+        assert names in err, message
+    assert_nothing_submitted(fake_cluster, before)
+
+
 def test_a_valid_config_does_reach_the_fake_sbatch(fake_cluster):
-    """The control: the fakes work, so an empty record below means the launcher stopped itself."""
+    """The control, through the real CLI: the fakes work, so an empty record means the launcher stopped itself."""
     out = run_cli(fake_cluster, "name=control")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "submitted job 4242" in out.stdout
@@ -203,14 +244,18 @@ def test_a_valid_config_does_reach_the_fake_sbatch(fake_cluster):
     fake_cluster["record"].unlink()
 
 
-@pytest.mark.parametrize("overrides, code, names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_rejected_before_submission(fake_cluster, overrides, code, names):
+CLI_CASES = ("tp_exceeds_server_gpus", "missing_mandatory_model", "local_overlapping_gpus", "unknown_key_with_plus",
+             "unknown_key")
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_the_real_cli_rejects_bad_input(fake_cluster, case):
+    """A few cases end to end: the exit code, the message on stderr, nothing reaches sbatch."""
+    _, overrides, code, names = next(c for c in CASES if c[0] == case)
     before = job_folders(fake_cluster)
     out = run_cli(fake_cluster, *overrides)
-    message = out.stdout + out.stderr
-    assert out.returncode == code, message
-    assert names in message, message
+    assert out.returncode == code, out.stdout + out.stderr
+    assert names in out.stderr, out.stderr
     if code == 2:
-        assert "invalid configuration, nothing was submitted" in out.stderr, message
-    assert not fake_cluster["record"].exists(), f"sbatch was called: {fake_cluster['record'].read_text()}"
-    assert job_folders(fake_cluster) == before, "a job folder was made"
+        assert out.stderr.startswith("launcher: invalid configuration, nothing was submitted:\n"), out.stderr
+    assert_nothing_submitted(fake_cluster, before)
