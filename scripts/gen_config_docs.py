@@ -73,7 +73,8 @@ def render() -> str:
            "Generated from `launcher/config/schema.py` by `scripts/gen_config_docs.py`; do not edit by hand.", "",
            "Set any key on the command line (`server.tensor_parallel_size=2`), in an experiment file",
            "(`conf/experiment/*.yaml`), or pick a group (`cluster=local`). Unknown keys and wrong types fail",
-           "when the config is composed. The defaults below are the schema's; the groups in `conf/` and the",
+           "when the config is composed; so does a key added with `+` to a section other than the open mappings",
+           "(`grpo`, `*.env`, `*.sbatch`). The defaults below are the schema's; the groups in `conf/` and the",
            "experiments override some of them (see `python -m launcher +experiment=NAME dry_run=true`).", ""]
     hints = typing.get_type_hints
     for prefix, cls in SECTIONS:
@@ -96,7 +97,8 @@ def render() -> str:
     out += ["## Exit codes", "", "| code | meaning |", "|---|---|",
             "| 0 | submitted (Slurm), finished (local), or dry-run printed |",
             "| 1 | a Hydra composition error (unknown key, wrong type), a submission error, or a failed local job |",
-            "| 2 | invalid configuration: the message names the key(s) to change; nothing was submitted |",
+            "| 2 | invalid configuration (also a missing mandatory key, or a `+key` the schema lacks): the message "
+            "names the key(s) to change; nothing was submitted |",
             "| 130 | a local job stopped by Ctrl-C / SIGTERM |", ""]
     return "\n".join(out)
 
