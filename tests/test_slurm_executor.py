@@ -11,7 +11,7 @@ from submitit.core.utils import UncompletedJobError
 from conftest import compose
 from launcher.plan.plan import build_plan
 from launcher.backends.slurm import HetSlurmExecutor, SubmissionError, submit
-from launcher.supervisor.loop import SlurmEntry
+from launcher.supervisor.entry import SlurmEntry
 
 
 def fake(bin_dir: Path, name: str, body: str) -> None:

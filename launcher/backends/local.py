@@ -26,7 +26,7 @@ def run_local(plan: Plan, cfg: dict) -> int:
         outcome = Supervisor(job_dir, backend="local").run()
     finally:
         stop_display()
-    print(f"launcher: {outcome.state}: {outcome.reason.splitlines()[0]}; job folder {job_dir}", flush=True)
+    print(f"launcher: {outcome.state.value}: {outcome.summary}; job folder {job_dir}", flush=True)
     if outcome.state == "COMPLETED":
         return 0
     return 130 if outcome.state == "STOPPED" else 1

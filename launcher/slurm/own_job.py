@@ -1,9 +1,11 @@
 """The supervisor's view of its own Slurm job: state, nodes, earlier runs; requeue and cancel.
 
 Every call is bounded (a supervisor in Slurm's KillWait window has seconds, not minutes) and
-returns None rather than raising when Slurm does not answer: a missing answer must never turn
-into a wrong decision. Commands that change the job (requeue, cancel) retry transient failures
-(slurmctld restarting) until a deadline. Standard library only.
+returns None (or nothing found) rather than raising when Slurm does not answer: a missing answer
+must never turn into a wrong decision. Commands that change the job (requeue, cancel) retry
+transient failures (slurmctld restarting, launcher/slurm/transient.py) until a deadline.
+`OwnJob` binds these calls to one job id: the supervisor talks to Slurm only through it, so tests
+hand it a fake. Standard library only.
 """
 
 from __future__ import annotations
@@ -15,17 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from launcher.slurm.transient import is_transient
 from launcher.walltime import parse_walltime
 
-# slurmctld busy, restarting or unreachable: worth another try
-TRANSIENT = re.compile(
-    r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted|"
-    r"Transport endpoint is not connected|Connection refused|slurm_receive_msg|"
-    r"Resource temporarily unavailable|Unable to confirm allocation|temporarily unavailable", re.I)
 # node states that mean "this node failed" (DRAIN alone does not: running jobs keep running)
 FAILED_NODE = re.compile(r"DOWN|FAIL|NOT_RESPONDING|POWER(ED|ING)?_DOWN|REBOOT", re.I)
 REQUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"}
 _FIELD = r"(?:^|\s){}=(\S*)"
+
+FailedNodes = dict[str, tuple[str, str]]  # {node: (State, Reason)}
 
 
 @dataclass
@@ -38,16 +38,15 @@ class JobInfo:
     end_time: Optional[float] = None  # epoch seconds: walltime end, or preemption GraceTime end
     preempt_time: Optional[float] = None  # set once Slurm selected the job for preemption
     nodes: list[str] = field(default_factory=list)
-    requeue: bool = True
     start_time: Optional[float] = None
     time_limit_s: Optional[int] = None
 
-    @property
-    def at_walltime(self) -> bool:
-        """The run ended because its time limit came (a cancel or requeue sets EndTime earlier)."""
+    def at_walltime(self, now: float) -> bool:
+        """The run ended because its time limit came (a cancel or requeue sets EndTime earlier);
+        `now` in epoch seconds."""
         if self.start_time is None or self.time_limit_s is None or self.end_time is None:
             return False
-        return self.end_time >= self.start_time + self.time_limit_s - 5 and time.time() >= self.end_time - 5
+        return self.end_time >= self.start_time + self.time_limit_s - 5 and now >= self.end_time - 5
 
     @property
     def requeued(self) -> bool:
@@ -84,14 +83,13 @@ def parse_job(text: str) -> Optional[JobInfo]:
     lines = [line for line in text.splitlines() if line.startswith("JobId=")]
     if not lines:
         return None
-    states, nodes, restarts, ends, preempts, requeue, ids = [], [], 0, [], [], True, []
+    states, nodes, restarts, ends, preempts, ids = [], [], 0, [], [], []
     for line in lines:
         ids.append(_first("JobId", line) or "")
         states.append(_first("JobState", line) or "UNKNOWN")
         restarts = max(restarts, int(_first("Restarts", line) or 0))
         ends.append(_epoch(_first("EndTime", line)))
         preempts.append(_epoch(_first("PreemptTime", line)))
-        requeue = requeue and _first("Requeue", line) != "0"
         node_list = _first("NodeList", line)
         if node_list and node_list != "(null)":
             nodes.append(node_list)
@@ -104,7 +102,7 @@ def parse_job(text: str) -> Optional[JobInfo]:
     known_preempts = [p for p in preempts if p is not None]
     return JobInfo(states=states, restarts=restarts, component_ids=[i for i in ids if i],
                    end_time=min(known_ends) if known_ends else None,
-                   preempt_time=min(known_preempts) if known_preempts else None, nodes=nodes, requeue=requeue,
+                   preempt_time=min(known_preempts) if known_preempts else None, nodes=nodes,
                    start_time=start, time_limit_s=limit)
 
 
@@ -115,7 +113,7 @@ def job_info(job_id: str, timeout_s: float = 5.0) -> Optional[JobInfo]:
     return parse_job(out.stdout)
 
 
-def parse_nodes(text: str) -> dict[str, tuple[str, str]]:
+def parse_nodes(text: str) -> FailedNodes:
     """`scontrol show node -o` -> {node: (State, Reason)}."""
     found = {}
     for line in text.splitlines():
@@ -129,7 +127,7 @@ def parse_nodes(text: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def node_states(node_lists: list[str], timeout_s: float = 5.0) -> dict[str, tuple[str, str]]:
+def node_states(node_lists: list[str], timeout_s: float = 5.0) -> FailedNodes:
     if not node_lists:
         return {}
     out = _run(["scontrol", "show", "node", "-o", ",".join(node_lists)], timeout_s)
@@ -138,12 +136,12 @@ def node_states(node_lists: list[str], timeout_s: float = 5.0) -> dict[str, tupl
     return parse_nodes(out.stdout)
 
 
-def failed_nodes(node_lists: list[str], timeout_s: float = 5.0) -> dict[str, tuple[str, str]]:
+def failed_nodes(node_lists: list[str], timeout_s: float = 5.0) -> FailedNodes:
     """The job's nodes that Slurm considers failed (DOWN, FAIL, NOT_RESPONDING ...)."""
     return {n: s for n, s in node_states(node_lists, timeout_s).items() if FAILED_NODE.search(s[0])}
 
 
-def describe_nodes(failed: dict[str, tuple[str, str]]) -> str:
+def describe_nodes(failed: FailedNodes) -> str:
     return ", ".join(f"{n} ({state}{': ' + reason if reason else ''})" for n, (state, reason) in sorted(failed.items()))
 
 
@@ -163,17 +161,15 @@ def previous_runs(job_id: str, timeout_s: float = 10.0) -> list[dict[str, str]]:
 
 
 def _retrying(argv: list[str], deadline: float, what: str) -> tuple[bool, str]:
-    """Run argv until it succeeds, fails permanently, or the deadline passes; (ok, message)."""
+    """Run argv until it succeeds, fails permanently, or the deadline (time.monotonic()) passes; (ok, message)."""
     delay = 1.0
-    message = ""
     while True:
         left = deadline - time.monotonic()
         out = _run(argv, max(1.0, min(30.0, left)))
         if out is not None and out.returncode == 0:
             return True, (out.stdout + out.stderr).strip()
         message = "timed out" if out is None else (out.stderr or out.stdout).strip() or f"exit {out.returncode}"
-        transient = out is None or bool(TRANSIENT.search(message))
-        if not transient:
+        if not (out is None or is_transient(message)):
             return False, f"{what} failed: {message}"
         if time.monotonic() + delay >= deadline:
             return False, f"{what} failed until the deadline (slurmctld unreachable?): {message}"
@@ -204,14 +200,35 @@ def cancel_steps(step_ids: list[str], timeout_s: float = 10.0) -> bool:
     return out is not None and out.returncode == 0
 
 
-def expand(node_lists: list[str], timeout_s: float = 5.0) -> list[str]:
-    """node[1-2],node5 -> [node1, node2, node5] (scontrol knows every syntax); the input on failure."""
-    names: list[str] = []
-    for node_list in node_lists:
-        out = _run(["scontrol", "show", "hostnames", node_list], timeout_s)
-        names += out.stdout.split() if out is not None and out.returncode == 0 else [node_list]
-    return names
+class OwnJob:
+    """The calls above bound to one job id: what the supervisor asks Slurm about its own job.
+    Deadlines are time.monotonic() values."""
+
+    def __init__(self, job_id: str):
+        self.job_id = str(job_id)
+
+    def info(self, timeout_s: float = 5.0) -> Optional[JobInfo]:
+        return job_info(self.job_id, timeout_s)
+
+    def failed_nodes(self, node_lists: list[str], timeout_s: float = 5.0) -> FailedNodes:
+        return failed_nodes(node_lists, timeout_s)
+
+    def previous_runs(self, timeout_s: float = 10.0) -> list[dict[str, str]]:
+        return previous_runs(self.job_id, timeout_s)
+
+    def requeue(self, deadline: float) -> tuple[bool, str]:
+        return requeue(self.job_id, deadline)
+
+    def cancel(self, deadline: float) -> tuple[bool, str]:
+        return cancel(self.job_id, deadline)
+
+    def running_steps(self, component_ids: list[str]) -> Optional[list[str]]:
+        return running_steps(component_ids)
+
+    def cancel_steps(self, step_ids: list[str]) -> bool:
+        return cancel_steps(step_ids)
 
 
-__all__ = ["FAILED_NODE", "JobInfo", "TRANSIENT", "cancel", "cancel_steps", "describe_nodes", "expand", "failed_nodes",
-           "job_info", "node_states", "parse_job", "parse_nodes", "previous_runs", "requeue", "running_steps"]
+__all__ = ["FAILED_NODE", "FailedNodes", "JobInfo", "OwnJob", "cancel", "cancel_steps", "describe_nodes",
+           "failed_nodes", "job_info", "node_states", "parse_job", "parse_nodes", "previous_runs", "requeue",
+           "running_steps"]

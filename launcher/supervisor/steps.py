@@ -1,6 +1,8 @@
-"""How the supervisor starts a component: an srun step (Slurm) or a local process group.
+"""How the supervisor starts and stops a component: an srun step (Slurm) or a local process group,
+and what srun said about it (a controller it could not reach, a node that failed).
 
-Both give a Step with poll/stop; the supervisor does not know which backend it runs on.
+Both backends give a Step with poll/terminate/kill/stop/output; the supervisor does not know which it
+runs on, and tests hand it fake steps.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import IO, Optional, Protocol
 
+from launcher.jobfolder.logs import tail_text
 from launcher.plan.plan import Component, Plan
+from launcher.slurm.transient import srun_transient_line
+from launcher.supervisor.clock import Clock, RealClock
 
 
 class Step(Protocol):
@@ -29,6 +33,8 @@ class Step(Protocol):
 
     def stop(self, grace_s: float) -> Optional[int]: ...
 
+    def output(self) -> str: ...
+
 
 class ProcessStep:
     """A child process in its own session, so that stopping it reaches everything it started."""
@@ -39,7 +45,6 @@ class ProcessStep:
         self.log_path = Path(log)
         self._log: IO[bytes] = open(log, "ab", buffering=0)
         self.log_offset = self._log.tell()  # where this start's output begins (a restarted step appends)
-        self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
@@ -81,28 +86,19 @@ class ProcessStep:
 
     def output(self, limit: int = 64 * 1024) -> str:
         """What this start of the step printed so far (its last `limit` bytes)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(self.log_offset, f.seek(0, os.SEEK_END) - limit))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return tail_text(self.log_path, limit, start=self.log_offset)
 
 
-def stop_steps(steps: list, grace_s: float) -> dict[str, Optional[int]]:
-    """Stop several steps together: SIGTERM to all, one shared grace, then SIGKILL; {name: exit code}."""
+def stop_steps(steps: list, grace_s: float, clock: Optional[Clock] = None) -> dict[str, Optional[int]]:
+    """Stop several steps together: SIGTERM to all, one shared grace, then SIGKILL; {name: exit code}.
+    A hung or frozen step costs one grace period, not one per step."""
+    clock = clock or RealClock()
     for step in steps:
         step.terminate()
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(step.poll() is None for step in steps):
-        time.sleep(0.1)
+    deadline = clock.monotonic() + grace_s
+    while clock.monotonic() < deadline and any(step.poll() is None for step in steps):
+        clock.sleep(0.1)
     return {step.name: step.kill() for step in steps}
-
-
-# srun's own complaints when slurmctld is away (restarting): the step never started, try again
-SRUN_TRANSIENT = re.compile(
-    r"^srun: error: .*(Unable to contact slurm controller|Unable to confirm allocation|Socket timed out|"
-    r"Zero Bytes were transmitted|Transport endpoint is not connected|slurm_receive_msg)", re.M)
 
 
 SRUN_NODE_FAILURE = re.compile(r"^srun: error: Node failure on (\S+)", re.M)
@@ -118,10 +114,7 @@ def srun_node_failures(step) -> list[str]:
 def srun_transient_error(step) -> Optional[str]:
     """The srun error line when a step could not be created because slurmctld did not answer."""
     output = getattr(step, "output", None)
-    if output is None:
-        return None
-    match = SRUN_TRANSIENT.search(output())
-    return match.group(0) if match else None
+    return srun_transient_line(output()) if output is not None else None
 
 
 def _wrapped(plan: Plan, component: Component) -> list[str]:

@@ -1,0 +1,170 @@
+"""The supervisor's watchers, as pure decision objects: each is told the time and what was seen, and
+answers with a verdict (launcher/supervisor/verdicts.py) or None. None of them reads a file, asks
+/health or looks at a clock; the loop (launcher/supervisor/loop.py) does that and hands them the
+observations, so tests drive them with made-up ones.
+
+- ServerStartup: server.json, then /health 200, within server.startup_timeout_s; a server step that
+  exits first fails the job, unless its srun could not reach slurmctld (TransientRetry: start it again).
+- ServerHealth: while training, the server step's exit, two refused /health in a row (its process is
+  gone), or no 200 for longer than server.health_grace_s (hung or frozen) ends the job.
+- TrainerWatchdog: any new heartbeat is progress; none for trainer.watchdog_timeout_s ends the job,
+  naming the phase and step that stalled.
+- TrainerEnd: the trainer step's exit: COMPLETED only with exit code 0 and a heartbeat saying done
+  (srun exits 0 when a node of its step fails); srun's "Node failure on X" asks Slurm what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from launcher.health import Health
+from launcher.jobfolder.progress import Heartbeat, TrainerPhase
+from launcher.jobfolder.records import Cause, State
+from launcher.supervisor.verdicts import End, Event, Healthy, NodeLost, Restart, Verdict, failed
+
+CONTROLLER_RETRY_S = 300.0  # how long after its first start a step whose srun cannot reach slurmctld is started again
+RESTART_DELAY_S = 5.0  # between such starts
+NO_HEARTBEAT = "start (no heartbeat yet)"
+REFUSALS = 2  # refused /health in a row that mean the server process is gone
+
+
+@dataclass(frozen=True)
+class TransientRetry:
+    """A step whose srun says slurmctld did not answer never ran: start it again, within window_s."""
+
+    window_s: float = CONTROLLER_RETRY_S
+    delay_s: float = RESTART_DELAY_S
+
+    def decide(self, component: str, srun_error: Optional[str], now: float, first_started: float) -> Optional[Restart]:
+        if srun_error is None or now - first_started > self.window_s:
+            return None
+        return Restart(component, srun_error, self.delay_s)
+
+
+@dataclass(frozen=True)
+class StartupSeen:
+    rc: Optional[int]  # the server step's exit code; None while it runs
+    srun_error: Optional[str] = None  # srun's "slurmctld did not answer" line, once the step ended
+    url: Optional[str] = None  # from server.json, once published
+    health: Optional[Health] = None  # /health, once the url is known
+
+
+class ServerStartup:
+    def __init__(self, timeout_s: float, started: float, retry: Optional[TransientRetry] = None):
+        self.timeout_s = timeout_s
+        self.started = started
+        self.retry = retry
+
+    def update(self, now: float, seen: StartupSeen) -> Verdict:
+        if seen.rc is not None:
+            again = self.retry.decide("server", seen.srun_error, now, self.started) if self.retry else None
+            return again or failed(Cause.SERVER_FAILED, f"server exited with code {seen.rc} before becoming healthy",
+                                   tail="server")
+        if seen.url and seen.health is Health.OK:
+            return Healthy(seen.url)
+        if now - self.started > self.timeout_s:
+            return failed(Cause.SERVER_FAILED, f"server not healthy after server.startup_timeout_s={self.timeout_s:g} s",
+                          tail="server")
+        return None
+
+
+@dataclass(frozen=True)
+class ServerSeen:
+    rc: Optional[int]  # the server step's exit code; None while it runs
+    health: Optional[Health] = None  # None: /health was not asked this time
+
+
+class ServerHealth:
+    def __init__(self, url: str, grace_s: float, started: float):
+        self.url = url
+        self.grace_s = grace_s
+        self.last_ok = started
+        self.refusals = 0
+
+    def update(self, now: float, seen: ServerSeen) -> Verdict:
+        if seen.rc is not None:
+            return failed(Cause.SERVER_FAILED, f"server exited with code {seen.rc} during training", tail="server",
+                          log=f"server ended first with exit code {seen.rc}", mark="server_ended", stop_why="server died")
+        if seen.health is None:
+            return None
+        self.refusals = self.refusals + 1 if seen.health is Health.REFUSED else 0
+        if seen.health is Health.OK:
+            self.last_ok = now
+            return None
+        if self.refusals >= REFUSALS:
+            # the API server is gone even if its step lingers (orphaned engine processes keep an srun
+            # step alive until Slurm reaps them)
+            return failed(Cause.SERVER_FAILED, f"server process died (connection refused at {self.url})", tail="server",
+                          log="server refuses connections: its process is gone", stop_why="server died")
+        silent = now - self.last_ok
+        if silent > self.grace_s:
+            # a frozen process still accepts connections (the kernel's listen backlog): timeouts, not refusals
+            return failed(Cause.HANG, f"server stopped answering /health for more than server.health_grace_s="
+                                      f"{self.grace_s:g} s (hung or frozen; it still accepts connections)",
+                          log=f"server /health silent for {silent:.0f} s (hung or frozen server)",
+                          stop_why="server unresponsive")
+        return None
+
+
+class TrainerWatchdog:
+    def __init__(self, timeout_s: float, started: float):
+        self.timeout_s = timeout_s
+        self.beat_time: Optional[float] = None
+        self.first_step_seen = False
+        self.reset(started)
+
+    def reset(self, now: float) -> None:
+        """A trainer step started (again): no progress from it yet. The heartbeat already there is old."""
+        self.last_progress = now
+        self.phase: Optional[str] = NO_HEARTBEAT
+        self.step: Optional[int] = None
+
+    def update(self, now: float, beat: Optional[Heartbeat]) -> Verdict:
+        event = None
+        if beat is not None and beat.time != self.beat_time:  # any new heartbeat is progress
+            self.beat_time, self.last_progress = beat.time, now
+            self.phase, self.step = beat.phase, beat.step
+            if beat.phase == TrainerPhase.STEP.value and beat.step and not self.first_step_seen:
+                self.first_step_seen = True
+                event = Event("first training step done", mark="first_step")
+        silent = now - self.last_progress
+        if silent > self.timeout_s:
+            at = f" at step {self.step}" if self.step is not None else ""
+            return failed(Cause.HANG, f"trainer made no progress for more than trainer.watchdog_timeout_s="
+                                      f"{self.timeout_s:g} s; stalled in phase {self.phase!r}{at}",
+                          log=f"trainer made no progress for {silent:.0f} s (phase {self.phase}, step {self.step})",
+                          stop_why="trainer hung")
+        return event
+
+
+@dataclass(frozen=True)
+class TrainerExit:
+    rc: int
+    srun_error: Optional[str] = None  # srun's "slurmctld did not answer" line
+    node_failures: tuple[str, ...] = ()  # nodes in srun's "Node failure on X" lines
+    heartbeat: Optional[Heartbeat] = None  # the trainer's last
+
+
+class TrainerEnd:
+    def __init__(self, started: float, retry: Optional[TransientRetry] = None):
+        self.started = started  # the trainer's first start
+        self.retry = retry
+
+    def update(self, now: float, seen: TrainerExit) -> Verdict:
+        if seen.rc != 0 and self.retry is not None:
+            again = self.retry.decide("trainer", seen.srun_error, now, self.started)
+            if again is not None:
+                return again
+        ended = dict(log=f"trainer ended first with exit code {seen.rc}", mark="trainer_ended", stop_why="trainer ended")
+        if seen.node_failures:
+            return NodeLost({node: ("srun: Node failure", "") for node in seen.node_failures}, seen.rc)
+        if seen.rc != 0:
+            return failed(Cause.TRAINER_FAILED, f"trainer exited with code {seen.rc}", tail="trainer", **ended)
+        beat = seen.heartbeat
+        if beat is None or not beat.done:
+            # srun reports 0 when a node of its step failed ("srun: error: Node failure on ...")
+            return failed(Cause.TRAINER_FAILED, f"the trainer step ended with exit code 0 but the trainer never reported "
+                                                f"finishing (last heartbeat: phase {beat.phase if beat else None!r}, "
+                                                f"step {beat.step if beat else None})", tail="trainer", **ended)
+        return End(State.COMPLETED, Cause.FINISHED, "trainer finished", **ended)
