@@ -79,10 +79,22 @@ def test_local_smoke_end_to_end_on_cpu(tmp_path, smoke_assets_local):
     assert "trl vllm-serve" in (job_dir / "commands.txt").read_text()
     assert "not a git repository" in (job_dir / "git.txt").read_text()  # launched from tmp_path
     attempt = job_dir / "attempt-1"
-    for name in ("supervisor.log", "server.log", "trainer.log", "versions.json", "result.json", "preflight.json"):
+    for name in ("supervisor.log", "server.log", "trainer.log", "server.json", "versions.json", "result.json",
+                 "preflight.json"):
         assert (attempt / name).is_file(), name
     assert json.loads((attempt / "result.json").read_text())["state"] == "COMPLETED"
-    assert json.loads((attempt / "versions.json").read_text())["trl"].startswith("1.16")
+    # the server wrapper published where it listens; the trainer's preflight reached it there
+    server = json.loads((attempt / "server.json").read_text())
+    assert server["address"] == "127.0.0.1" and server["url"] == f"http://127.0.0.1:{server['port']}"
+    preflight = json.loads((attempt / "preflight.json").read_text())
+    assert preflight["server_url"] == server["url"] and preflight["reason"] == "no CUDA device"
+    assert preflight["completions"] > 0
+    versions = json.loads((attempt / "versions.json").read_text())
+    assert versions["trl"].startswith("1.16") and versions["device"] == "cpu"
+    trainer_log = (attempt / "trainer.log").read_text()
+    assert trainer_log.count("no CUDA device here") == 1  # the trainer step decided, once
+    assert "-m launcher.train --preflight=no CUDA device" in trainer_log
+    assert "running vLLM on CPU" in (attempt / "server.log").read_text()
     assert oct(job_dir.stat().st_mode & 0o777) == "0o700"
     assert wait_gone(job_dir, 10) == []
 

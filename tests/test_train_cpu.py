@@ -1,27 +1,25 @@
-"""launcher.train on CPU without vLLM (trainer.use_vllm=false), and launcher.progress.
+"""launcher.train on CPU with the real TRL (training without vLLM, trainer.use_vllm=false; the preflight's
+failure paths), the trainer step's decisions, and launcher.jobfolder.progress as the trainer writes it.
 
-The training tests need the smoke assets (python scripts/make_smoke_assets.py) and TRL; they are
-skipped when either is missing. Each run is a subprocess `python -m launcher.train <job_dir>`, as
-the launcher runs it.
+Each run is a subprocess, as in the job: `python -m launcher.components.trainer_step` (which decides the
+device and preflight vs training, then execs the trainer) or `python -m launcher.train` with the
+environment that step passes on. The job folder holds only plan.json: the trainer reads nothing else.
+Helpers: tests/train_fixtures.py; the smoke assets: conftest's smoke_assets_local.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from launcher.jobfolder import progress
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = Path(os.environ.get("LAUNCHER_CACHE", str(Path.home() / ".cache" / "launcher"))) / "smoke"
-FAST = ["trainer.use_vllm=false", "grpo.num_generations=2", "grpo.per_device_train_batch_size=2",
-        "grpo.gradient_accumulation_steps=1", "grpo.max_completion_length=8", "grpo.logging_steps=1"]
+from launcher.node import free_port
+from train_fixtures import (CPU_TRAINING, explain, need_training_stack, run_train, run_trainer_step, smoke_plan,
+                            write_job)
 
 
 # ----------------------------------------------------------------------------- progress.py
@@ -30,15 +28,14 @@ FAST = ["trainer.use_vllm=false", "grpo.num_generations=2", "grpo.per_device_tra
 def test_progress_heartbeat_roundtrip(tmp_path):
     assert progress.read_heartbeat(tmp_path) is None
     assert progress.heartbeat_age(tmp_path) is None
-    beat = progress.write_heartbeat(tmp_path, "step", 3, stage="end", pid=-1)  # core keys win
+    beat = progress.write_heartbeat(tmp_path, progress.TrainerPhase.STEP, 3, stage="end", pid=-1)  # core keys win
     read = progress.read_heartbeat(tmp_path)
-    assert read == beat
-    assert read["phase"] == "step" and read["step"] == 3 and read["stage"] == "end"
-    assert read["pid"] == os.getpid() and read["host"] and isinstance(read["time"], float)
+    assert (read.phase, read.step, read.time, read.pid, read.host) == (
+        "step", 3, beat["time"], beat["pid"], beat["host"])
+    assert read.get("stage") == "end" and read.pid == os.getpid() and read.host
     assert 0 <= progress.heartbeat_age(tmp_path) < 5
     progress.write_heartbeat(tmp_path, "done")
-    assert progress.read_heartbeat(tmp_path)["phase"] == "done"
-    assert progress.read_heartbeat(tmp_path)["step"] is None
+    assert progress.read_heartbeat(tmp_path).done and progress.read_heartbeat(tmp_path).step is None
     # atomic: no temp files left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == [progress.HEARTBEAT]
     (tmp_path / progress.HEARTBEAT).write_text("{not json")
@@ -60,8 +57,6 @@ def test_progress_metrics(tmp_path):
 
 
 def test_progress_checkpoint_handshake(tmp_path):
-    assert progress.CHECKPOINT_REQUEST == "checkpoint.request"
-    assert progress.CHECKPOINT_DONE == "checkpoint.done"
     assert not progress.checkpoint_requested(tmp_path)
     progress.request_checkpoint(tmp_path, "walltime")
     assert progress.checkpoint_requested(tmp_path)
@@ -70,17 +65,11 @@ def test_progress_checkpoint_handshake(tmp_path):
     assert progress.read_checkpoint_done(tmp_path)["step"] == 4
 
 
-def test_progress_imports_nothing_heavy():
-    code = ("import sys, launcher.jobfolder.progress; heavy = {'torch', 'trl', 'transformers', 'datasets', 'vllm', "
-            "'accelerate', 'numpy'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-
-
-# ----------------------------------------------------------------------------- train.py helpers (no TRL)
+# ----------------------------------------------------------------------------- helpers (no training)
 
 
 def test_hook_weight_sync_wraps_and_reports():
-    from launcher.train.training import hook_weight_sync
+    from launcher.train.callback import hook_weight_sync
 
     events = []
 
@@ -106,14 +95,9 @@ def test_hook_weight_sync_wraps_and_reports():
     assert events == ["before", ("after", False)]
 
 
-def test_fill_placeholders_and_tokens_formula():
-    from types import SimpleNamespace
+def test_tokens_formula():
+    from launcher.train.metrics import completions_per_step, mean_std, metrics_row
 
-    from launcher.train.training import completions_per_step, fill_placeholders, metrics_row
-
-    grpo = {"output_dir": "{job_dir}/output", "logging_dir": "{attempt_dir}/tb", "n": 3, "l": ["{job_dir}"]}
-    filled = fill_placeholders(grpo, {"{job_dir}": "/j", "{attempt_dir}": "/j/attempt-2"})
-    assert filled == {"output_dir": "/j/output", "logging_dir": "/j/attempt-2/tb", "n": 3, "l": ["/j"]}
     args = SimpleNamespace(per_device_train_batch_size=4, world_size=2, gradient_accumulation_steps=3,
                            num_iterations=2)
     assert completions_per_step(args) == 12  # 4 x 2 x 3 / 2
@@ -121,70 +105,86 @@ def test_fill_placeholders_and_tokens_formula():
     assert row["step"] == 7 and row["step_time_s"] == 3.0
     assert row["tokens_per_s"] == pytest.approx(12 * 10.0 / 3.0)
     assert row["weight_sync_s"] == 0.5 and row["trl"]["loss"] == 0.1
+    assert metrics_row({"loss": 0.1, "completions/mean_length": float("nan")}, 1, [1.0], [], 2)["tokens_per_s"] is None
+    assert mean_std([]) == (None, None) and mean_std([2.0]) == (2.0, 0.0) and mean_std([1.0, 3.0])[1] == pytest.approx(2 ** 0.5)
 
 
-def test_bad_job_dir_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "launcher.train", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert "config.yaml" in proc.stderr
+def test_the_job_comes_from_the_environment(tmp_path, smoke_assets_local):
+    from launcher.train.errors import JobError
+    from launcher.train.job import folders, load_job
 
-
-# ----------------------------------------------------------------------------- training (TRL, CPU)
-
-
-def _need_training_stack():
-    pytest.importorskip("trl")
-    pytest.importorskip("math_verify")
-    if not (SMOKE / "model" / "config.json").is_file() or not (SMOKE / "data" / "train.jsonl").is_file():
-        pytest.skip(f"smoke assets missing in {SMOKE}: python scripts/make_smoke_assets.py")
-
-
-def write_job(job_dir: Path, overrides: list[str]) -> dict:
-    """config.yaml + plan.json as the launcher writes them, from the composed Hydra config."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from launcher.config.compose import to_plain_dict
-    from launcher.plan.plan import build_plan
-    from launcher.config.schema import register
-
-    register()
-    with initialize_config_module("launcher.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=smoke", "cluster=local", *FAST, *overrides])
-    plain = to_plain_dict(cfg)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(plain), job_dir / "config.yaml")
-    plan = build_plan(plain)
-    (job_dir / "plan.json").write_text(plan.to_json())
-    return plain
-
-
-def run_train(job_dir: Path, attempt: str, timeout: int = 420) -> tuple[subprocess.CompletedProcess, Path]:
-    attempt_dir = job_dir / attempt
-    env = dict(os.environ, LAUNCHER_ATTEMPT_DIR=str(attempt_dir), CUDA_VISIBLE_DEVICES="",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env.pop("LAUNCHER_SERVER_URL", None)
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "launcher.train", str(job_dir)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    print(f"launcher.train {attempt}: rc {proc.returncode} in {time.time() - start:.1f} s")
-    return proc, attempt_dir
-
-
-def _explain(proc: subprocess.CompletedProcess) -> str:
-    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-
-
-def test_train_two_steps(tmp_path):
-    _need_training_stack()
     job = tmp_path / "job"
-    write_job(job, ["grpo.max_steps=2", "grpo.save_steps=2"])
-    proc, attempt = run_train(job, "attempt-1")
-    assert proc.returncode == 0, _explain(proc)
+    write_job(job, *CPU_TRAINING, "grpo.output_dir='{attempt_dir}/out'")
+    env = {"LAUNCHER_JOB_DIR": str(job), "LAUNCHER_DEVICE": "cpu"}
+    loaded = load_job(folders(env), env)
+    assert loaded.attempt_dir == job / "attempt-1" and loaded.device == "cpu" and loaded.use_cpu
+    assert loaded.grpo["output_dir"] == loaded.output_dir == f"{job}/attempt-1/out"
+    assert not loaded.server_mode and loaded.server_url is None and loaded.plan.model.name_or_path.endswith("model")
+    env["LAUNCHER_ATTEMPT_DIR"] = str(tmp_path / "a2")
+    assert load_job(folders(env), env).output_dir == f"{tmp_path}/a2/out"
+    with pytest.raises(JobError, match="LAUNCHER_JOB_DIR"):
+        folders({})
+    with pytest.raises(JobError, match="LAUNCHER_DEVICE is not set and plan.device is 'auto'"):
+        load_job(folders(env), {})  # "auto" is decided by the trainer step, never here
+    with pytest.raises(JobError, match="none of cuda, cpu"):
+        load_job(folders(env), {"LAUNCHER_DEVICE": "tpu"})
 
-    first = proc.stdout.splitlines()[0]
-    assert "TRAIN" in first and "output_dir" in first and "processes 1" in first and "server none" in first
+
+def test_the_trainer_step_decides_device_and_preflight_once(monkeypatch, smoke_assets_local):
+    import launcher.node
+    from launcher.components.common import decide_device
+    from launcher.components.trainer_step import NO_CUDA_PREFLIGHT, PLAN_PREFLIGHT, preflight_reason
+
+    server_plan, cpu_training = smoke_plan(), smoke_plan(*CPU_TRAINING)
+    for gpus, device in ((0, "cpu"), (2, "cuda")):
+        monkeypatch.setattr(launcher.node, "gpu_count", lambda gpus=gpus: gpus)
+        env: dict[str, str] = {}
+        assert decide_device(server_plan, env) == device and env == {"LAUNCHER_DEVICE": device}
+    assert decide_device(smoke_plan("device=cpu"), {}) == "cpu"  # no probe: the plan says cpu
+    assert preflight_reason(server_plan, "cpu") == NO_CUDA_PREFLIGHT  # weight sync needs CUDA
+    assert preflight_reason(server_plan, "cuda") is None
+    assert preflight_reason(cpu_training, "cpu") is None  # GRPO on CPU, generation inside the trainer
+    assert preflight_reason(smoke_plan("trainer.preflight=true"), "cuda") == PLAN_PREFLIGHT
+
+
+def test_the_server_wrapper_fills_host_and_port():
+    from launcher.components.serve import server_argv
+
+    argv = server_argv(["trl", "vllm-serve", "--host", "{host}", "--port", "{port}"], "10.0.0.5", 4321, "/x/python")
+    assert argv[1:] == ["vllm-serve", "--host", "10.0.0.5", "--port", "4321"]
+
+
+def test_unusable_jobs_exit_2(tmp_path, smoke_assets_local):
+    proc, attempt = run_train(tmp_path, "attempt-1", device="")  # no plan.json here
+    assert proc.returncode == 2, explain(proc)
+    assert "plan.json does not exist" in proc.stderr
+    beat = progress.read_heartbeat(attempt)
+    assert beat.phase == "failed" and beat.get("exit_code") == 2
+    proc, _ = run_train(tmp_path, "attempt-1", LAUNCHER_JOB_DIR="")
+    assert proc.returncode == 2 and "LAUNCHER_JOB_DIR is not set" in proc.stderr, explain(proc)
+    proc, _ = run_train(tmp_path, "attempt-1", str(tmp_path))  # the job folder never comes as an argument
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr, explain(proc)
+    write_job(tmp_path)  # server mode: on CPU only the preflight can run (the trainer step passes --preflight)
+    proc, _ = run_train(tmp_path, "attempt-1", LAUNCHER_SERVER_URL="http://127.0.0.1:1")
+    assert proc.returncode == 2 and "weight sync to the vLLM server needs CUDA" in proc.stderr, explain(proc)
+
+
+# ----------------------------------------------------------------------------- the real TRL on CPU
+
+
+def test_trainer_step_trains_two_steps_on_cpu(tmp_path, smoke_assets_local):
+    need_training_stack()
+    job = tmp_path / "job"
+    write_job(job, *CPU_TRAINING, "grpo.max_steps=2", "grpo.save_steps=2")
+    proc, attempt = run_trainer_step(job, "attempt-1")
+    assert proc.returncode == 0, explain(proc)
+
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "trainer: no CUDA device here, training on CPU with generation inside the trainer"
+    assert lines[1].startswith("trainer: exec ") and lines[1].endswith(" -u -m launcher.train")
+    first = lines[2]
+    assert first.startswith("[launcher.train] job smoke: TRAIN")
+    assert "output_dir" in first and "processes 1" in first and "server none" in first and ", CPU |" in first
 
     train_rows = [r for r in progress.read_metrics(attempt) if r.get("kind") == "train"]
     assert [r["step"] for r in train_rows] == [1, 2]
@@ -196,10 +196,10 @@ def test_train_two_steps(tmp_path):
         assert row["tokens_per_s"] == pytest.approx(2 * row["completion_mean_length"] / row["step_time_s"])
 
     beat = progress.read_heartbeat(attempt)
-    assert beat["phase"] == "done" and beat["step"] == 2 and beat["reason"] == "finished"
+    assert beat.phase == "done" and beat.step == 2 and beat.get("reason") == "finished"
 
-    versions = json.loads((attempt / "versions.json").read_text())
-    assert versions["trl"].startswith("1.16.")
+    versions = json.loads((attempt / progress.VERSIONS).read_text())
+    assert versions["trl"].startswith("1.16.") and versions["device"] == "cpu" and versions["cuda_devices"] == []
     assert set(versions) >= {"launcher", "trl", "vllm", "torch", "transformers", "accelerate", "datasets",
                              "python", "host", "cuda_devices"}
 
@@ -208,17 +208,17 @@ def test_train_two_steps(tmp_path):
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     assert (out / "model.safetensors").is_file()
     assert not (attempt / progress.CHECKPOINT_DONE).exists()
+    assert sorted(p.name for p in job.iterdir()) == ["attempt-1", "output", "plan.json"]
 
 
-def test_checkpoint_request_then_resume(tmp_path):
-    _need_training_stack()
+def test_checkpoint_request_then_resume(tmp_path, smoke_assets_local):
+    need_training_stack()
     job = tmp_path / "job"
-    write_job(job, ["grpo.max_steps=5", "grpo.save_steps=100"])
+    write_job(job, *CPU_TRAINING, "grpo.max_steps=5", "grpo.save_steps=100")
 
-    first_attempt = job / "attempt-1"
-    progress.request_checkpoint(first_attempt, "test")
+    progress.request_checkpoint(job / "attempt-1", "test")
     proc, attempt = run_train(job, "attempt-1")
-    assert proc.returncode == 0, _explain(proc)
+    assert proc.returncode == 0, explain(proc)
     assert "stopped for a checkpoint at step 1" in proc.stdout
     done = progress.read_checkpoint_done(attempt)
     assert done is not None and done["step"] == 1
@@ -226,12 +226,35 @@ def test_checkpoint_request_then_resume(tmp_path):
     assert (job / "output" / "checkpoint-1" / "trainer_state.json").is_file()
     assert [r["step"] for r in progress.read_metrics(attempt) if r.get("kind") == "train"] == [1]
     beat = progress.read_heartbeat(attempt)
-    assert beat["phase"] == "done" and beat["reason"] == "checkpoint" and beat["step"] == 1
+    assert beat.phase == "done" and beat.get("reason") == "checkpoint" and beat.step == 1
 
     proc, attempt = run_train(job, "attempt-2")
-    assert proc.returncode == 0, _explain(proc)
+    assert proc.returncode == 0, explain(proc)
     assert f"resuming from checkpoint {job / 'output' / 'checkpoint-1'}" in proc.stdout
     assert [r["step"] for r in progress.read_metrics(attempt) if r.get("kind") == "train"] == [2, 3, 4, 5]
-    assert progress.read_heartbeat(attempt)["phase"] == "done"
+    assert progress.read_heartbeat(attempt).phase == "done"
     assert not (attempt / progress.CHECKPOINT_DONE).exists()
     assert json.loads((job / "output" / "trainer_state.json").read_text())["global_step"] == 5
+
+
+def test_preflight_on_cpu_fails_cleanly_without_a_server(tmp_path, smoke_assets_local):
+    """Server mode on a node without CUDA: the step decides the preflight (said once) and passes it on; with
+    nothing listening at the server URL the preflight fails with exit 3 after vllm_server_timeout."""
+    need_training_stack()
+    job = tmp_path / "job"
+    write_job(job, "+grpo.vllm_server_timeout=2")
+    url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    proc, attempt = run_trainer_step(job, "attempt-1", LAUNCHER_SERVER_URL=url)
+    assert proc.returncode == 3, explain(proc)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("trainer: no CUDA device here, running preflight")
+    assert proc.stdout.count("no CUDA device here") == 1
+    assert lines[1].endswith("-m launcher.train --preflight=no CUDA device")
+    assert lines[2].startswith(f"[launcher.train] job smoke: PREFLIGHT (no CUDA device) | server {url}")
+    assert f"preflight failed: the vLLM server at {url} is not healthy after 2 s" in proc.stderr
+    beat = progress.read_heartbeat(attempt)
+    assert beat.phase == "failed" and beat.get("exit_code") == 3
+    assert not (attempt / progress.PREFLIGHT).exists()
+
+    proc, attempt = run_train(job, "attempt-2", "--preflight")  # no server URL at all: the job is unusable
+    assert proc.returncode == 2 and "LAUNCHER_SERVER_URL is not set" in proc.stderr, explain(proc)

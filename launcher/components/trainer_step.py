@@ -1,23 +1,39 @@
-"""The trainer step (component 1, one task per node): fill in the rendezvous, exec the trainer.
+"""The trainer step (component 1, one task per node): decide the device and preflight vs training once,
+fill in the rendezvous, exec the trainer.
 
-Fills the plan's placeholders on the node: machine rank, rank-0 address and port, TRL's packaged
-accelerate configs, and exports VLLM_HOST_IP (this node's routable address: the vLLM workers dial
-the trainer's rank 0 for the NCCL weight-sync group). Without CUDA it runs preflight instead,
-saying why.
+The decisions, made here and nowhere after (launcher.train reads them):
+- the device: plan.device, "auto" -> cuda when this node has GPUs (launcher.node.gpu_count), else cpu;
+  passed on as LAUNCHER_DEVICE;
+- preflight vs training: trainer.preflight=true, or no CUDA in server mode with vLLM (weight sync to the
+  server needs CUDA) -> `python -u -m launcher.train --preflight=WHY` on node 0 only, saying why;
+  no CUDA with trainer.use_vllm=false -> one plain CPU training process on node 0; colocate mode without
+  CUDA -> exit with a message; otherwise the plan's `accelerate launch ... -m launcher.train`.
+
+For that last command it fills the plan's placeholders on the node (machine rank, rank-0 address and
+port, TRL's packaged accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM
+workers dial the trainer's rank 0 for the NCCL weight-sync group). The job folder reaches the trainer in
+LAUNCHER_JOB_DIR, as it reached this step.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import Optional
 
+from launcher.components.common import become, decide_device
 from launcher.jobfolder.layout import load_plan
-from launcher.node import free_port, has_cuda, node_address, slurm_hostnames
-from launcher.components.serve import ignore_stray_usr2
+from launcher.node import free_port, gpu_count, node_address, slurm_hostnames
+from launcher.plan import placeholders
+from launcher.plan.plan import Plan
 
 NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (weight sync needs CUDA)"
+NO_CUDA_PREFLIGHT = "no CUDA device"  # the preflight's recorded reason (preflight.json "reason")
+PLAN_PREFLIGHT = "trainer.preflight=true"
+EXIT_UNUSABLE = 2  # as launcher.train's: the job cannot run as planned
 
 
 def trl_accelerate_configs() -> str:
@@ -27,14 +43,21 @@ def trl_accelerate_configs() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "accelerate_configs")
 
 
-def rendezvous(plan) -> tuple[int, str, int]:
+def on_one_machine() -> bool:
+    return os.environ.get("LAUNCHER_BACKEND") == "local" or "SLURM_JOB_NODELIST" not in os.environ
+
+
+def node_rank() -> int:
+    """This node's rank among the trainer's nodes (0 on one machine)."""
+    return 0 if on_one_machine() else int(os.environ.get("SLURM_NODEID", "0"))
+
+
+def rendezvous(plan: Plan) -> tuple[int, str, int]:
     """(machine rank, main process address, main process port) of this node."""
-    if os.environ.get("LAUNCHER_BACKEND") == "local" or "SLURM_JOB_NODELIST" not in os.environ:
+    if on_one_machine():
         return 0, "127.0.0.1", plan.policies.main_process_port or free_port("127.0.0.1")
     hosts = slurm_hostnames(os.environ["SLURM_JOB_NODELIST"])  # this component's nodes in this step
-    rank = int(os.environ.get("SLURM_NODEID", "0"))
-    import socket
-
+    rank = node_rank()
     main_ip = node_address() if rank == 0 else socket.gethostbyname(hosts[0])
     port = plan.policies.main_process_port
     if port is None:
@@ -43,44 +66,57 @@ def rendezvous(plan) -> tuple[int, str, int]:
     return rank, main_ip, port
 
 
-def main() -> None:
-    job_dir = Path(os.environ["LAUNCHER_JOB_DIR"])
-    plan = load_plan(job_dir)
-    component = plan.component("trainer")
+def preflight_reason(plan: Plan, device: str) -> Optional[str]:
+    """Why this trainer runs the preflight instead of training; None: it trains. Exits for colocate on CPU."""
+    if plan.preflight:
+        return PLAN_PREFLIGHT
+    if device == "cuda" or not plan.grpo.get("use_vllm", True):
+        return None  # CUDA, or CPU training with generation inside the trainer
+    if plan.mode != "server":
+        sys.exit("trainer: colocate mode needs a CUDA device (vLLM runs inside the trainer)")
+    return NO_CUDA_PREFLIGHT
+
+
+def train_argv(plan: Plan) -> list[str]:
+    """The plan's `accelerate launch ... -m launcher.train` with this node's rendezvous filled in."""
     rank, main_ip, main_port = rendezvous(plan)
+    return placeholders.fill(list(plan.component("trainer").execs), {
+        placeholders.MACHINE_RANK: rank, placeholders.MAIN_PROCESS_IP: main_ip,
+        placeholders.MAIN_PROCESS_PORT: main_port, placeholders.TRL_ACCELERATE_CONFIGS: trl_accelerate_configs()})
+
+
+def main() -> None:
+    plan = load_plan(Path(os.environ["LAUNCHER_JOB_DIR"]))
+    rank = node_rank()
     env = dict(os.environ)
     env["VLLM_HOST_IP"] = node_address()
     if plan.policies.group_port:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
-    cuda = plan.device == "cuda" or (plan.device == "auto" and has_cuda())
-    generates_in_trainer = not plan.grpo.get("use_vllm", True)
-    if plan.preflight or (not cuda and not generates_in_trainer):
-        if not plan.preflight:
-            if plan.mode != "server":
-                sys.exit("trainer: colocate mode needs a CUDA device (vLLM runs inside the trainer)")
-            print(NO_CUDA, flush=True)
+    device = decide_device(plan, env)
+    reason = preflight_reason(plan, device)
+    if reason == NO_CUDA_PREFLIGHT:
+        print(NO_CUDA, flush=True)
+    if reason:
         if rank > 0:
             print(f"trainer node {rank}: preflight runs on node 0 only", flush=True)
             return
-        argv = [plan.python, "-u", "-m", "launcher.train", str(job_dir), "--preflight"]
-    elif not cuda:
+        argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
+    elif device == "cpu":
         # trainer.use_vllm=false on CPU (tests, debugging): one plain process, no accelerate
         if rank > 0:
             print(f"trainer node {rank}: CPU training runs on node 0 only", flush=True)
             return
-        print("trainer: no CUDA device here, training on CPU with generation inside the trainer", flush=True)
-        argv = [plan.python, "-u", "-m", "launcher.train", str(job_dir)]
+        print("trainer: no CUDA device here, training on CPU with generation inside the trainer"
+              if plan.device == "auto" else "trainer: device=cpu, training on CPU with generation inside the trainer",
+              flush=True)
+        argv = [plan.python, "-u", "-m", "launcher.train"]
     else:
-        values = {"{job_dir}": str(job_dir), "{machine_rank}": str(rank), "{main_process_ip}": main_ip,
-                  "{main_process_port}": str(main_port), "{trl_accelerate_configs}": trl_accelerate_configs()}
-        argv = []
-        for arg in component.execs:
-            for key, value in values.items():
-                arg = arg.replace(key, value)
-            argv.append(arg)
-    print(f"trainer: exec {' '.join(argv)}", flush=True)
-    ignore_stray_usr2()
-    os.execvpe(argv[0], argv, env)
+        if plan.device == "cuda" and gpu_count() == 0:
+            print("trainer: device=cuda but this node shows no NVIDIA GPU (CUDA_VISIBLE_DEVICES="
+                  f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})", file=sys.stderr, flush=True)
+            sys.exit(EXIT_UNUSABLE)
+        argv = train_argv(plan)
+    become("trainer", argv, env)
 
 
 if __name__ == "__main__":

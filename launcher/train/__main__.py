@@ -1,7 +1,7 @@
-"""`python -m launcher.train JOB_DIR [--preflight]`: the trainer entry point (see launcher/train/training.py)."""
+"""`python -m launcher.train [--preflight[=WHY]]`: the trainer entry point (launcher/train/entry.py)."""
 
 import sys
 
-from launcher.train.training import main
+from launcher.train.entry import main
 
 sys.exit(main())

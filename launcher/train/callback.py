@@ -1,0 +1,153 @@
+"""The launcher's TrainerCallback: heartbeats at step begin/end, weight syncs and saves, a metrics row per
+trainer log, and the checkpoint handshake.
+
+Checkpoint on request: when `<attempt_dir>/checkpoint.request` exists at a step end (rank 0 looks, the
+decision is broadcast to all ranks), the trainer saves `checkpoint-<step>`, writes `checkpoint.done`
+({"step", "checkpoint", "time"}, durable) and stops; launcher.train.training then exits 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from transformers import TrainerCallback
+
+from launcher.jobfolder import progress
+from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST, METRICS
+from launcher.jobfolder.progress import TrainerPhase
+from launcher.train.metrics import completions_per_step, metrics_row
+from launcher.train.report import HeartbeatWriter, say
+
+
+def hook_weight_sync(target: Any, before: Callable[[], None], after: Callable[[float, bool], None]) -> bool:
+    """Wrap `target.sync_weights` (TRL 1.16 VLLMGeneration) so `before()` and `after(seconds, ok)` run around it.
+
+    GRPOTrainer calls `self.vllm_generation.sync_weights()` at the first generation of each new
+    global step; an instance attribute shadows the method, so the trainer calls the wrapper.
+    Returns False when there is nothing to wrap (or it is wrapped already).
+    """
+    original = getattr(target, "sync_weights", None)
+    if original is None or getattr(original, "_launcher_wrapped", False):
+        return False
+
+    @functools.wraps(original)
+    def sync_weights(*args: Any, **kwargs: Any) -> Any:
+        before()
+        start, ok = time.time(), False
+        try:
+            result = original(*args, **kwargs)
+            ok = True
+            return result
+        finally:
+            after(time.time() - start, ok)
+
+    sync_weights._launcher_wrapped = True  # type: ignore[attr-defined]
+    target.sync_weights = sync_weights
+    return True
+
+
+class LauncherCallback(TrainerCallback):
+    """Heartbeats at step begin/end and saves, metrics rows on logs, checkpoint on request."""
+
+    def __init__(self, attempt_dir: Path, beat: HeartbeatWriter, is_main: bool):
+        self.attempt_dir = attempt_dir
+        self.beat = beat
+        self.is_main = is_main
+        self.trainer: Any = None
+        self.last_step_end: Optional[float] = None
+        self.step_times: list[float] = []
+        self.sync_times: list[float] = []
+        self.checkpoint_step: Optional[int] = None  # the step saved for a checkpoint request
+        self.checkpoint_path: Optional[str] = None
+
+    # ---------------------------------------------------------------- wiring
+    def attach(self, trainer: Any) -> None:
+        self.trainer = trainer
+        generation = getattr(trainer, "vllm_generation", None) if getattr(trainer, "use_vllm", False) else None
+        if generation is not None and hook_weight_sync(generation, self._sync_begin, self._sync_end):
+            say("weight-sync heartbeats hooked on GRPOTrainer.vllm_generation.sync_weights")
+
+    def _step(self) -> Optional[int]:
+        """The optimizer step in progress (a sync precedes that step's generation)."""
+        return self.trainer.state.global_step + 1 if self.trainer is not None else None
+
+    def _sync_begin(self) -> None:
+        self.beat(TrainerPhase.WEIGHT_SYNC, self._step(), stage="begin")
+
+    def _sync_end(self, seconds: float, ok: bool) -> None:
+        self.sync_times.append(seconds)
+        self.beat(TrainerPhase.WEIGHT_SYNC, self._step(), stage="end", seconds=round(seconds, 3), ok=ok)
+
+    def _accelerator(self) -> Any:
+        accelerator = getattr(self.trainer, "accelerator", None)
+        return accelerator if accelerator is not None and accelerator.num_processes > 1 else None
+
+    def _checkpoint_requested(self) -> bool:
+        """Rank 0 looks for the request file; the answer is broadcast so every rank stops together."""
+        flag = self.is_main and progress.checkpoint_requested(self.attempt_dir)
+        if self._accelerator() is not None:
+            from accelerate.utils import broadcast_object_list
+
+            box = [flag]
+            broadcast_object_list(box, from_process=0)
+            flag = bool(box[0])
+        return flag
+
+    def _barrier(self) -> None:
+        accelerator = self._accelerator()
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+
+    # ---------------------------------------------------------------- callbacks
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_step_end = time.time()
+        self.beat(TrainerPhase.TRAIN, state.global_step, max_steps=state.max_steps)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.beat(TrainerPhase.STEP, state.global_step + 1, stage="begin")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        if self.last_step_end is not None:
+            self.step_times.append(now - self.last_step_end)
+        self.last_step_end = now
+        self.beat(TrainerPhase.STEP, state.global_step, stage="end",
+                  step_time_s=round(self.step_times[-1], 3) if self.step_times else None)
+        if self.checkpoint_step is None and self._checkpoint_requested():
+            self.checkpoint_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+            control.should_log = True
+            if self.is_main:
+                say(f"checkpoint requested ({CHECKPOINT_REQUEST}): saving at step {state.global_step} and stopping")
+        if control.should_save:
+            self.beat(TrainerPhase.SAVE, state.global_step, stage="begin")
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not self.is_main:
+            return
+        if "loss" not in logs and "reward" not in logs:
+            return  # the end-of-training summary (train_runtime, ...) or eval logs
+        row = metrics_row(logs, state.global_step, self.step_times, self.sync_times, completions_per_step(args))
+        self.step_times, self.sync_times = [], []
+        try:
+            progress.append_metrics(self.attempt_dir, row)
+        except OSError as e:
+            say(f"warning: cannot append to {self.attempt_dir / METRICS}: {e}")
+
+    def on_save(self, args, state, control, **kwargs):
+        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.beat(TrainerPhase.SAVE, state.global_step, stage="end", checkpoint=path)
+        if self.checkpoint_step is not None and self.checkpoint_path is None:
+            self._barrier()  # every rank has written its shards
+            self.checkpoint_path = path
+            if self.is_main:
+                progress.write_json_atomic(self.attempt_dir / CHECKPOINT_DONE,
+                                           {"step": state.global_step, "checkpoint": path, "time": time.time()},
+                                           durable=True)
+        return control

@@ -1,0 +1,108 @@
+"""What the trainer loads besides the model: the training dataset, the tokenizer/processor and the reward
+functions, from the plan's DataSpec, ModelSpec and RewardSpec.
+
+A dataset is a hub id, a local dataset folder (save_to_disk, or anything load_dataset reads) or a local
+data file (.json, .jsonl, .parquet, .csv, .arrow: one "train" split). It needs a "prompt" column.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from launcher.paths import local_path, looks_local
+from launcher.plan.plan import DataSpec, ModelSpec, RewardSpec
+from launcher.train.errors import JobError
+
+DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+
+
+def _from_file(path: Path, split: str):
+    from datasets import load_dataset
+
+    builder = DATA_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise JobError(f"data.name_or_path {path}: unknown file type (use one of {', '.join(DATA_BUILDERS)})")
+    # a single file is one "train" split; a slice of it (train[:100]) is allowed
+    return load_dataset(builder, data_files=str(path), split=split if split.startswith("train") else "train")
+
+
+def _from_folder(path: Path, split: str, config_name: Any):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if not any((path / f).exists() for f in ("dataset_dict.json", "state.json")):
+        return load_dataset(str(path), config_name, split=split)
+    obj = load_from_disk(str(path))
+    if isinstance(obj, DatasetDict):
+        if split not in obj:
+            raise JobError(f"data.split={split!r} is not in {path} (splits: {', '.join(obj)})")
+        obj = obj[split]
+    return obj
+
+
+def load_train_dataset(data: DataSpec):
+    """The dataset the plan names, cut to data.max_samples rows."""
+    name = str(data.name_or_path)
+    split = data.split or "train"
+    path = local_path(name)
+    if path.is_file():
+        ds = _from_file(path, split)
+    elif path.is_dir():
+        ds = _from_folder(path, split, data.config_name)
+    elif looks_local(name):
+        raise JobError(f"data.name_or_path {name} does not exist")
+    else:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, data.config_name, split=split)
+    if data.max_samples is not None and data.max_samples < len(ds):
+        ds = ds.select(range(int(data.max_samples)))
+    if "prompt" not in ds.column_names:
+        raise JobError(f"the dataset {name} has no 'prompt' column (columns: {', '.join(ds.column_names)})")
+    return ds
+
+
+def load_processing_class(model: ModelSpec):
+    """The model's tokenizer (or processor), padding and truncating on the left as GRPO generates."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(
+        str(local_path(model.name_or_path)), revision=model.revision,
+        truncation_side="left", padding_side="left", trust_remote_code=bool(model.trust_remote_code))
+
+
+def import_object(path: str) -> Any:
+    """`package.module.attr[.attr...]` -> the object."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                continue  # this prefix is not a module; try a shorter one
+            raise
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            raise JobError(f"reward function {path!r}: {module_name} has no attribute {'.'.join(parts[i:])}") from None
+        return obj
+    raise JobError(f"reward function {path!r}: no importable module in that path")
+
+
+def load_rewards(reward: RewardSpec) -> list[Callable]:
+    funcs = []
+    for path in reward.funcs:
+        func = import_object(str(path))
+        if not callable(func):
+            raise JobError(f"reward function {path!r} is not callable")
+        funcs.append(func)
+    if not funcs:
+        raise JobError("reward.funcs is empty")
+    return funcs
+
+
+def reward_name(func: Callable) -> str:
+    return getattr(func, "__name__", repr(func))

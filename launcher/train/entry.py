@@ -1,0 +1,92 @@
+"""The trainer's entry point, `python -m launcher.train [--preflight[=WHY]]`: load the job, say what runs,
+record versions.json, then train (launcher.train.training) or run the preflight (launcher.train.preflight),
+and turn the outcome into an exit code (launcher.train.errors).
+
+The job folder comes from LAUNCHER_JOB_DIR only, the device from LAUNCHER_DEVICE (launcher.train.job).
+Whether to run the preflight is the trainer step's decision: it passes --preflight (WHY: why, recorded in
+preflight.json; "--preflight" when given bare). Written by global rank 0 into the attempt folder:
+heartbeat.json, metrics.jsonl (launcher.train.metrics), versions.json, preflight.json, checkpoint.done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import traceback
+from typing import Optional
+
+from launcher.jobfolder import progress
+from launcher.jobfolder.names import VERSIONS
+from launcher.jobfolder.progress import TrainerPhase
+from launcher.train.errors import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT_FAILED, JobError, PreflightFailed
+from launcher.train.job import SERVER_URL_ENV, Job, folders, load_job
+from launcher.train.ranks import global_rank, shutdown_distributed
+from launcher.train.report import HeartbeatWriter, error, say
+from launcher.train.versions import collect_versions
+
+BARE_PREFLIGHT = "--preflight"
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m launcher.train",
+                                     description="The GRPO trainer of a launcher job (LAUNCHER_JOB_DIR).")
+    parser.add_argument("--preflight", nargs="?", const=BARE_PREFLIGHT, default=None, metavar="WHY",
+                        help="check the server, generate and score a few prompts; no training")
+    return parser.parse_args(argv)
+
+
+def describe(job: Job, preflight: Optional[str]) -> str:
+    """The first line of the trainer's log: what runs, where, against which server."""
+    if not job.grpo.get("use_vllm"):
+        server = "none (trainer.use_vllm=false)"
+    elif job.server_mode or preflight:
+        server = job.server_url or f"{SERVER_URL_ENV} unset"
+    else:
+        server = f"none ({job.grpo.get('vllm_mode')} mode: vLLM inside the trainer)"
+    what = f"PREFLIGHT ({preflight})" if preflight else "TRAIN"
+    return (f"job {job.plan.name}: {what} | server {server} | processes {job.world_size} on {job.trainer_nodes} "
+            f"node(s), {'CPU' if job.use_cpu else 'CUDA'} | output_dir {job.output_dir} | attempt {job.attempt_dir}")
+
+
+def run(job: Job, beat: HeartbeatWriter, preflight: Optional[str]) -> int:
+    if job.is_main:
+        job.attempt_dir.mkdir(parents=True, exist_ok=True)
+    beat(TrainerPhase.START)
+    if job.is_main:
+        say(describe(job, preflight))
+        progress.write_json_atomic(job.attempt_dir / VERSIONS, collect_versions(job.device))
+    if preflight:
+        if not job.is_main:
+            return EXIT_OK  # the preflight runs on global rank 0 only
+        from launcher.train.preflight import run_preflight
+
+        return run_preflight(job, beat, preflight)
+    from launcher.train.training import run_training
+
+    return run_training(job, beat)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ns = parse_args(argv)
+    try:
+        where = folders()
+    except JobError as e:
+        error(f"error: {e}")
+        return EXIT_BAD_JOB
+    beat = HeartbeatWriter(where.attempt_dir, enabled=global_rank() == 0)
+    try:
+        return run(load_job(where), beat, ns.preflight)
+    except JobError as e:
+        error(f"error: {e}")
+        beat(TrainerPhase.FAILED, beat.last_step(), error=str(e), exit_code=EXIT_BAD_JOB)
+        return EXIT_BAD_JOB
+    except PreflightFailed as e:
+        error(f"preflight failed: {e}")
+        beat(TrainerPhase.FAILED, beat.last_step(), error=str(e), exit_code=EXIT_PREFLIGHT_FAILED)
+        return EXIT_PREFLIGHT_FAILED
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        error(f"training failed: {type(e).__name__}: {e}")
+        beat(TrainerPhase.FAILED, beat.last_step(), error=f"{type(e).__name__}: {e}", exit_code=EXIT_FAILED)
+        return EXIT_FAILED
+    finally:
+        shutdown_distributed()
