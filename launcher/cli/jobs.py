@@ -22,180 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from launcher.jobfolder.layout import attempts, latest_attempt
+from launcher.cli.job_state import category, failure_reason, state_text
+from launcher.cli.logs import cmd_logs
+from launcher.cli.targets import EXIT_USAGE, Target, UsageError, resolve
 from launcher.show.tables import print_table
 from launcher.jobfolder import names
 from launcher.jobfolder.jsonio import read_json
-from launcher.jobfolder.logs import tail_lines
-from launcher.jobfolder.records import read_result
-from launcher.slurm.states import ACTIVE_STATES, FAILED_STATES, FINISHED_STATES, WAITING_STATES, query_states, state_of
-from launcher.sweep.run import (MANIFEST, REJECTED, SUBMIT_FAILED, SUBMITTED, SWEEP_FILE, Manifest, point_label,
-                    record_states, sweep_of_job, varying)
+from launcher.slurm.states import FAILED_STATES, FINISHED_STATES, query_states, state_of
+from launcher.sweep.manifest import (REJECTED, SUBMIT_FAILED, SWEEP_FILE, Manifest,
+                                     record_states)
+from launcher.sweep.table import point_label, varying
 
-COMPONENT_LOGS = ("trainer", "server", "supervisor")
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    pass
-
-
-# ----------------------------------------------------------------------------- what TARGET names
-
-
-@dataclass
-class Target:
-    sweep_dir: Optional[Path]  # None for a job outside any sweep
-    points: list[dict] = field(default_factory=list)  # manifest points (a stand-in point for a lone job)
-
-    @property
-    def jobs(self) -> list[str]:
-        return [p["job_id"] for p in self.points if p.get("job_id")]
-
-
-def job_root_default() -> Path:
-    return Path(os.environ.get("LAUNCHER_JOB_ROOT", "jobs"))
-
-
-def resolve(text: str, root: Optional[Path] = None, points: Optional[list[int]] = None) -> Target:
-    path = Path(text).expanduser()
-    if path.is_dir():
-        target = _from_folder(path.resolve())
-    elif re.fullmatch(r"\d+", text):
-        target = _from_job_id(text, root or job_root_default())
-    else:
-        raise UsageError(f"{text}: not a sweep folder, a job folder or a job id")
-    if points:
-        known = {p["index"] for p in target.points}
-        unknown = sorted(set(points) - known)
-        if unknown:
-            raise UsageError(f"no point {', '.join(map(str, unknown))} in {target.sweep_dir or text} "
-                             f"(points: {', '.join(str(i) for i in sorted(known))})")
-        target.points = [p for p in target.points if p["index"] in points]
-    return target
-
-
-def _from_folder(path: Path) -> Target:
-    if (path / MANIFEST).exists() or (path / SWEEP_FILE).exists():
-        return Target(path, Manifest(path).read())
-    if (path / names.PLAN).exists() or (path / names.SUBMISSION).exists():
-        return _from_job_dir(path)
-    raise UsageError(f"{path}: neither a sweep folder (no {MANIFEST}) nor a job folder (no plan.json)")
-
-
-def _from_job_dir(job_dir: Path, job_id: Optional[str] = None) -> Target:
-    info = sweep_of_job(job_dir)
-    if info and (Path(info["sweep_dir"]) / MANIFEST).exists():
-        sweep_dir = Path(info["sweep_dir"])
-        everything = Manifest(sweep_dir).read()
-        mine = [p for p in everything if p.get("job_dir") == str(job_dir)
-                or any(h.get("job_dir") == str(job_dir) for h in p.get("history", []))]
-        if mine:
-            return Target(sweep_dir, mine)
-    submission = read_json(job_dir / names.SUBMISSION) or {}
-    point = {"index": 0, "overrides": [a for a in submission.get("argv", [])[1:]], "status": SUBMITTED,
-             "job_id": job_id or submission.get("job_id"), "job_dir": str(job_dir), "history": [],
-             "submitted_at": submission.get("submitted_at")}
-    return Target(None, [point])
-
-
-def _from_job_id(job_id: str, root: Path) -> Target:
-    job_dir = job_dir_of(job_id, root)
-    if job_dir is not None:
-        target = _from_job_dir(job_dir, job_id)
-        if target.sweep_dir is not None:
-            return target
-        target.points[0]["job_id"] = job_id
-        return target
-    return Target(None, [{"index": 0, "overrides": [], "status": SUBMITTED, "job_id": job_id, "job_dir": None,
-                          "history": []}])
-
-
-def job_dir_of(job_id: str, root: Path) -> Optional[Path]:
-    """The job folder of a job id: slurmctld's StdOut path while it knows the job, else a search of root."""
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
-        match = re.search(r"\bStdOut=(\S+)", out.stdout)
-        if match and (Path(match.group(1)).parent / "plan.json").exists():
-            return Path(match.group(1)).parent
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    for manifest in sorted(root.glob(f"sweeps/*/{MANIFEST}")):
-        for point in Manifest(manifest.parent).read():
-            for job in [point] + point.get("history", []):
-                if job.get("job_id") == job_id and job.get("job_dir"):
-                    return Path(job["job_dir"])
-    for submission in root.glob(f"*/*/{names.SUBMISSION}"):
-        if (read_json(submission) or {}).get("job_id") == job_id:
-            return submission.parent
-    return None
-
-
-# ----------------------------------------------------------------------------- reading a job
-
-
-def component_names(job_dir: Optional[str]) -> list[str]:
-    plan = read_json(Path(job_dir) / names.PLAN) if job_dir else None
-    if isinstance(plan, dict):
-        return [c["name"] for c in plan.get("components", [])]
-    return ["server", "trainer"]
-
-
-def state_text(info: Optional[dict], job_dir: Optional[str]) -> str:
-    """The aggregated state, with the components' own states when they differ."""
-    state = state_of(info)
-    parts = (info or {}).get("components") or {}
-    if isinstance(parts, dict) and len(set(parts.values())) > 1:
-        names = component_names(job_dir)
-        each = ", ".join(f"{names[int(k)] if int(k) < len(names) else k} {v}" for k, v in sorted(parts.items()))
-        return f"{state} ({each})"
-    return state
-
-
-def failure_reason(job_dir: Optional[str]) -> str:
-    """Why a job ended: the result.json of its last attempt (a provisional one says so), else what the
-    supervisor or the batch step last wrote."""
-    if not job_dir:
-        return ""
-    attempt = latest_attempt(Path(job_dir))
-    if attempt is None:
-        out = sorted(Path(job_dir).glob("slurm-*.out"))
-        tail = tail_lines(out[-1], 1) if out else []
-        return tail[0] if tail else "no attempt folder: the batch step never started"
-    result = read_result(attempt)
-    if result is not None:
-        note = " (provisional: the supervisor did not finish deciding)" if result.provisional else ""
-        return f"{result.state.value}: {result.summary}{note}"
-    lines = tail_lines(attempt / names.SUPERVISOR_LOG, 1)
-    return f"[{attempt.name}] {lines[-1].split(' ', 2)[-1]}" if lines else "the supervisor wrote nothing"
-
-
-def category(point: dict, state: str) -> str:
-    status = point.get("status")
-    if status == REJECTED:
-        return "rejected"
-    if not point.get("job_id"):
-        return "not submitted"
-    if state in WAITING_STATES or state == "SUBMITTED":
-        return "pending"
-    if state in ACTIVE_STATES:
-        return "running"
-    if state == "COMPLETED":
-        return "completed"
-    if state == "CANCELLED":
-        return "cancelled"
-    if state in FAILED_STATES:
-        return "failed"
-    return "unknown"
 
 
 # ----------------------------------------------------------------------------- commands
@@ -253,86 +96,6 @@ def _completed_detail(point: dict) -> str:
     if row.get("server_startup_s") is not None:
         bits.append(f"server up in {row['server_startup_s']:.0f} s")
     return ", ".join(bits) or "COMPLETED"
-
-
-def log_file(job_dir: Path, component: str, attempt: Optional[int]) -> Optional[Path]:
-    if component == "batch":
-        found = sorted(job_dir.glob("slurm-*.out"))
-        return found[-1] if found else None
-    folders = attempts(job_dir)
-    if attempt is not None:
-        folders = [f for f in folders if f.name == f"attempt-{attempt}"]
-    return folders[-1] / names.component_log(component) if folders else None
-
-
-def cmd_logs(target: Target, args) -> int:
-    if len(target.points) != 1:
-        listing = ", ".join(f"#{p['index']}" for p in target.points)
-        raise UsageError(f"logs needs one job: add --point N ({listing})")
-    point = target.points[0]
-    if not point.get("job_dir"):
-        raise UsageError(f"job {point.get('job_id')}: its job folder is not known")
-    job_dir = Path(point["job_dir"])
-    path = log_file(job_dir, args.component, args.attempt)
-    if not args.follow:
-        if path is None or not path.exists():
-            print(f"launcher: no {args.component} log yet in {job_dir}", file=sys.stderr)
-            return 1
-        for line in tail_lines(path, args.lines) if args.lines > 0 else path.read_text(errors="replace").splitlines():
-            print(line)
-        return 0
-    return follow_log(job_dir, point.get("job_id"), args.component, args.attempt, args.lines)
-
-
-def follow_log(job_dir: Path, job_id: Optional[str], component: str, attempt: Optional[int], lines: int,
-               poll_s: float = 0.5, state_every_s: float = 5.0) -> int:
-    """Print the log as it grows, going on with the next attempt's log after a requeue; ends with the job."""
-    current: Optional[Path] = None
-    offset = 0
-    next_state = 0.0
-    finished = said_waiting = False
-    try:
-        while True:
-            grew = False
-            if current is not None:
-                offset, grew = _drain(current, offset)
-            path = log_file(job_dir, component, attempt)
-            if path is not None and path != current and path.exists():
-                if current is None:  # the start: the last lines so far
-                    for line in tail_lines(path, lines) if lines > 0 else []:
-                        print(line, flush=True)
-                    offset = path.stat().st_size
-                else:  # a new attempt: its whole log
-                    print(f"==> {path} <==", flush=True)
-                    offset = 0
-                current = path
-                offset, more = _drain(current, offset)
-                grew = grew or more
-            elif current is None and not said_waiting:
-                print(f"launcher: waiting for the {component} log in {job_dir}", file=sys.stderr, flush=True)
-                said_waiting = True
-            if finished and not grew:
-                return 0
-            if job_id and time.monotonic() >= next_state:
-                next_state = time.monotonic() + state_every_s
-                finished = state_of(query_states([job_id]).get(job_id)) in FINISHED_STATES
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        return 130
-
-
-def _drain(path: Path, offset: int) -> tuple[int, bool]:
-    """Print what was appended to path since offset; (new offset, whether anything was)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except OSError:
-        return offset, False
-    if data:
-        sys.stdout.write(data.decode(errors="replace"))
-        sys.stdout.flush()
-    return offset + len(data), bool(data)
 
 
 def cmd_cancel(target: Target, args) -> int:
