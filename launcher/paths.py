@@ -23,7 +23,3 @@ def looks_local(name: str) -> bool:
     """True for what can only be a path: absolute, relative (./, ../), home (~), a data file, or anything
     that is not an org/name hub id. A hub id that also exists as a local folder is for the caller to try."""
     return name.startswith(("/", ".", "~")) or name.endswith(DATA_FILE_SUFFIXES) or not HUB_ID.match(name)
-
-
-def is_hub_id(name: str) -> bool:
-    return not looks_local(name)

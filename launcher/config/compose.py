@@ -51,16 +51,6 @@ def plain_dict(cfg: LaunchConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-def to_plain_dict(cfg: DictConfig) -> dict:
-    """Older API: the composed config as plain nested dicts (to_launch_config, then plain_dict)."""
-    return plain_dict(to_launch_config(cfg))
-
-
-def to_yaml(cfg: LaunchConfig) -> str:
-    """The resolved config as config.yaml records it in the job folder."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys = []
     for key in cfg.keys():
@@ -93,8 +83,3 @@ def _unknown_keys(cfg: DictConfig, prefix: str = "") -> list[Problem]:
         if isinstance(node, DictConfig) and not OmegaConf.is_missing(cfg, key):
             problems += _unknown_keys(node, full + ".")
     return problems
-
-
-def load_resolved(path: str) -> dict:
-    """The resolved config written into a job folder (config.yaml)."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
