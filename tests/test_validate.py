@@ -239,3 +239,18 @@ def test_build_plan_raises_with_all_errors(tiny_model, data_file):
     with pytest.raises(InvalidConfig) as info:
         build_plan(compose(*base(tiny_model, data_file, "server.port=80", "grpo.num_generations=1")))
     assert len(info.value.problems) == 2
+
+
+def test_facts_come_from_the_one_gpu_probe_and_sinfo(tmp_path, monkeypatch):
+    from conftest import fake_executable
+    from launcher.validate.facts import gather_facts
+
+    fake_executable(tmp_path, "nvidia-smi", "echo 'GPU 0: A (UUID: 0)'; echo 'GPU 1: A (UUID: 1)'; echo 'GPU 2: A'\n")
+    fake_executable(tmp_path, "sinfo", "echo 'gpu|gpu:h100:8(S:0-1)|16|2-00:00:00|gpu*'\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=3)
+    assert gather_facts(compose("cluster=slurm")) == Facts(
+        partitions={"gpu": {"gpus_per_node": 8, "nodes": 16, "max_time_s": 2 * 86400}}, default_partition="gpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the probe counts what this process may use
+    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=1)
