@@ -417,7 +417,7 @@ def test_controller_restart_and_drain_during_a_run(cluster_env, smoke_assets, tm
     said: list[tuple[float, str]] = []  # (when, line) of the restart's own log: when slurmctld went and came
     reader = threading.Thread(target=lambda: said.extend((time.time(), line) for line in outage.stdout), daemon=True)
     reader.start()
-    time.sleep(3)
+    wait_file(job.job_dir, 60, lambda _: any("slurmctld down" in line for _, line in said))
     submit = subprocess.Popen([sys.executable, "-m", "launcher", "+experiment=smoke", "cluster=slurm",
                                f"cluster.job_root={tmp_path / 'held'}", f"name={name}", "+cluster.sbatch.hold=true"],
                               env=cluster_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
