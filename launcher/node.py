@@ -84,6 +84,10 @@ def gpu_count() -> int:
     return count
 
 
+DEVICE_ENV = "LAUNCHER_DEVICE"  # "cuda" | "cpu": set by the step wrappers for what they exec
+DEVICES = ("cuda", "cpu")
+
+
 def resolve_device(requested: str) -> str:
     """plan.device on this node: "auto" -> "cuda" when gpu_count() > 0, else "cpu"; "cuda"/"cpu" as given.
     The step wrappers call it once and pass the answer on in LAUNCHER_DEVICE; nothing probes again."""
