@@ -296,8 +296,10 @@ def test_server_exits_before_healthy(world):
     world.runner.scripts["server"] = [lambda step: world.clock.at(3, lambda: step.exit(1, "ValueError: bad model"))]
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.SERVER_FAILED)
-    assert result.reason == ("server exited with code 1 before becoming healthy; last lines of server.log:\n"
-                             "ValueError: bad model")
+    log = world.dir / "server.log"
+    # the root-cause line first, then where the full log is; the log's last lines follow
+    assert result.reason == (f"server exited with code 1 before becoming healthy: ValueError: bad model (full log: {log})"
+                             "\nlast lines of server.log:\nValueError: bad model")
     assert world.runner.starts("trainer") == []
     assert "ValueError: bad model" in world.log  # the tail follows the last line of supervisor.log
 
@@ -307,7 +309,8 @@ def test_server_never_healthy_within_the_startup_timeout(tmp_path):
     world.health_at = lambda t: Health.ERROR
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.SERVER_FAILED)
-    assert result.reason.startswith("server not healthy after server.startup_timeout_s=20 s; last lines of server.log:")
+    assert result.reason.startswith("server not healthy after server.startup_timeout_s=20 s (full log: ")
+    assert result.reason.splitlines()[1] == "last lines of server.log:"
     assert 20 < world.clock.now <= 22
     assert world.runner.starts("trainer") == [] and stopped(world.runner.starts("server")[0])
 
@@ -328,7 +331,8 @@ def test_srun_transient_error_is_not_retried_after_the_window(world):
     world.runner.scripts["trainer"] = [lambda step: world.clock.at(world.clock.now + 1, lambda: step.exit(1, CONTROLLER_AWAY))]
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.TRAINER_FAILED)
-    assert result.reason.startswith("trainer exited with code 1; last lines of trainer.log:\n" + CONTROLLER_AWAY)
+    assert result.reason.startswith(f"trainer exited with code 1: {CONTROLLER_AWAY} (full log: ")
+    assert "\nlast lines of trainer.log:\n" + CONTROLLER_AWAY in result.reason
     starts = world.runner.starts("trainer")
     # start k at 6k s (1 s to fail + 5 s pause); its failure at 6k+1 s is retried while within 300 s: k = 0..49
     assert len(starts) == 51
@@ -350,7 +354,7 @@ def test_server_dies_during_training(world):
                                                     world.clock.at(20, lambda: step.exit(137, "Killed")))]
     result = world.run()
     assert (result.state, result.cause, result.server_rc) == (State.FAILED, Cause.SERVER_FAILED, 137)
-    assert result.reason.startswith("server exited with code 137 during training; last lines of server.log:")
+    assert result.reason.startswith("server exited with code 137 during training (full log: ")
     assert "server ended first with exit code 137" in world.log and "trainer stopped (server died)" in world.log
     assert stopped(world.runner.starts("trainer")[0]) and result.timings["server_ended"] == 20.0
 
@@ -418,7 +422,8 @@ def test_trainer_fails(world):
                                                                   output="RuntimeError: CUDA out of memory")]
     result = world.run()
     assert (result.state, result.cause, result.trainer_rc) == (State.FAILED, Cause.TRAINER_FAILED, 3)
-    assert result.reason == "trainer exited with code 3; last lines of trainer.log:\nRuntimeError: CUDA out of memory"
+    assert result.reason == (f"trainer exited with code 3: RuntimeError: CUDA out of memory (full log: "
+                             f"{world.dir / 'trainer.log'})\nlast lines of trainer.log:\nRuntimeError: CUDA out of memory")
     assert "server stopped (trainer ended)" in world.log
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 from launcher.jobfolder import names
 from launcher.jobfolder.jsonio import read_json
 from launcher.jobfolder.layout import latest_attempt
-from launcher.jobfolder.logs import tail_lines
+from launcher.jobfolder.logs import root_cause, tail_lines, tail_text
 from launcher.jobfolder.records import read_result
 from launcher.slurm.states import ACTIVE_STATES, FAILED_STATES, WAITING_STATES, state_of
 from launcher.sweep.manifest import REJECTED
@@ -41,13 +41,26 @@ def failure_reason(job_dir: Optional[str]) -> str:
     if attempt is None:
         out = sorted(Path(job_dir).glob("slurm-*.out"))
         tail = tail_lines(out[-1], 1) if out else []
-        return tail[0] if tail else "no attempt folder: the batch step never started"
+        if not tail:
+            return "no attempt folder: the batch step never started"
+        return f"{root_cause(tail_text(out[-1])) or tail[0]} (full log: {out[-1]})"
     result = read_result(attempt)
     if result is not None:
         note = " (provisional: the supervisor did not finish deciding)" if result.provisional else ""
-        return f"{result.state.value}: {result.summary}{note}"
+        return f"{result.state.value}: {_with_cause(result.reason)}{note}"
     lines = tail_lines(attempt / names.SUPERVISOR_LOG, 1)
     return f"[{attempt.name}] {lines[-1].split(' ', 2)[-1]}" if lines else "the supervisor wrote nothing"
+
+
+def _with_cause(reason: str) -> str:
+    """The reason's first line. Launchers before root causes wrote "...; last lines of server.log:" and the
+    tail below it: the tail's root-cause line is added."""
+    summary, _, tail = reason.partition("\n")
+    if tail and "(full log: " not in summary:
+        cause = root_cause(tail)
+        if cause:
+            return f"{summary} {cause}"
+    return summary
 
 
 def category(point: dict, state: str) -> str:

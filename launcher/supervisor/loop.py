@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from launcher.health import Health, check
 from launcher.jobfolder.layout import attempt_dir as make_attempt_dir
 from launcher.jobfolder.layout import load_plan
-from launcher.jobfolder.logs import tail
+from launcher.jobfolder.logs import reason_with_log
 from launcher.jobfolder.names import ATTEMPT_PREFIX, SUPERVISOR_LOG, component_log
 from launcher.jobfolder.progress import read_checkpoint_done, read_heartbeat, request_checkpoint
 from launcher.jobfolder.records import Cause, Phase, Result, State, Status, read_result, read_server, write_result, write_status
@@ -366,7 +366,7 @@ class Supervisor:
             trainer_rc, server_rc = (self._kill(self.trainer), self._kill(self.server))
         reason = end.reason
         if end.tail:
-            reason += f"; last lines of {component_log(end.tail)}:\n{tail(self.dir / component_log(end.tail))}"
+            reason = reason_with_log(reason, self.dir / component_log(end.tail))  # leads with the root cause
         result = Result(end.state, reason, end.cause, trainer_rc, server_rc, self.attempt, dict(self.timings),
                         continues=end.continues)
         write_result(self.dir, result)

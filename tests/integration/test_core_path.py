@@ -78,7 +78,8 @@ def test_server_never_healthy_fails_after_startup_timeout(cluster_env, smoke_ass
     job = launch(cluster_env, tmp_path, "server.startup_timeout_s=8")
     assert wait_state(job.job_id, 120) == "FAILED"
     reason = job.result()["reason"]
-    assert reason.startswith("server not healthy after server.startup_timeout_s=8 s; last lines of server.log:")
+    assert reason.startswith("server not healthy after server.startup_timeout_s=8 s")
+    assert f"(full log: {job.attempt / 'server.log'})\nlast lines of server.log:\n" in reason
     assert "vllm" in reason.lower()  # the tail of the real server's log is in the error
     assert "trainer started" not in job.supervisor_log()
     assert wait_no_orphans() == []
