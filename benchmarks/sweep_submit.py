@@ -2,16 +2,22 @@
 """Time to queue a 64-point sweep vs a plain shell loop of 64 `sbatch` calls of the same scripts.
 
     source .slurm/env.sh   # the test cluster (scripts/slurm-test-cluster up)
-    .venv/bin/python benchmarks/sweep_submit.py [--points 64] [--repeats 1]
+    .venv/bin/python benchmarks/sweep_submit.py [--points 64] [--repeats 1] [--no-default-rate]
 
 What is timed, wall clock, on the test cluster:
   sweep (unthrottled)   `python -m launcher -m +experiment=smoke ... +grpo.seed=range(0,N)
                          cluster.submit_rate_per_s=1000`: process start to exit (Hydra, validation,
                          job folders with snapshots, the manifest, N sbatch calls, the final sacct)
-  sweep (default rate)  the same with the default cluster.submit_rate_per_s (2/s): slower by design
-  shell loop            `for f in <the sweep's N job.sbatch files>; do sbatch "$f"; done`
+  sweep of 1 point      the same with N=1: the fixed cost (interpreter, imports, Hydra's own two
+                        compositions, the final sacct and table)
+  shell loop            `for f in <the sweep's N job.sbatch files>; do sbatch "$f"; done`: what the
+                        N sbatch calls themselves cost
+  sweep (default rate)  the same sweep with the default cluster.submit_rate_per_s (2/s): slower by design
+The launcher's own cost per point is (sweep - shell loop) / N: everything but sbatch itself (the
+unthrottled sweep never waits for its rate limit: 1000/s is less than one sbatch call). Of that, the
+fixed part is (sweep of 1 point - one sbatch); the rest, per point, is the marginal cost.
 The jobs are held (`+cluster.sbatch.hold=true`: they never start) and cancelled after each phase
-(`scancel -n <a name of this run's own>`). Prints each time and the ratios sweep / shell loop.
+(`scancel -n <a name of this run's own>`). With --repeats, each number is the best of its rounds.
 """
 
 from __future__ import annotations
@@ -88,44 +94,64 @@ def time_loop(env: dict, scripts: list[Path], name: str) -> float:
     return elapsed
 
 
+def one_round(env: dict, tmp: Path, round_: int, points: int, default_rate: bool) -> dict[str, float]:
+    name = f"bench{secrets.token_hex(3)}"
+    result: dict[str, float] = {}
+    try:
+        result["sweep_unthrottled_s"], scripts = time_sweep(env, tmp / f"r{round_}-fast", name, points, rate=1000)
+        cancel(env, name)
+        result["shell_loop_s"] = time_loop(env, scripts, name)
+        cancel(env, name)
+        result["sweep_1_point_s"], _ = time_sweep(env, tmp / f"r{round_}-one", name, 1, rate=1000)
+        cancel(env, name)
+        if default_rate:
+            result["sweep_default_rate_s"], _ = time_sweep(env, tmp / f"r{round_}-default", name, points, rate=None)
+    finally:
+        cancel(env, name)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1, help="rounds of (sweep, loop, default-rate sweep)")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds; each number is the best of its rounds")
+    ap.add_argument("--no-default-rate", action="store_true", help="skip the sweep at the default 2 sbatch/s")
     args = ap.parse_args()
     env = cluster_env()
-    results: dict[str, list[float]] = {"sweep_unthrottled_s": [], "shell_loop_s": [], "sweep_default_rate_s": []}
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         for round_ in range(args.repeats):
-            name = f"bench{secrets.token_hex(3)}"
-            root = Path(tmp) / f"r{round_}-fast"
-            try:
-                fast, scripts = time_sweep(env, root, name, args.points, rate=1000)
-                cancel(env, name)
-                loop = time_loop(env, scripts, name)
-                cancel(env, name)
-                slow, _ = time_sweep(env, Path(tmp) / f"r{round_}-default", name, args.points, rate=None)
-            finally:
-                cancel(env, name)
-            results["sweep_unthrottled_s"].append(fast)
-            results["shell_loop_s"].append(loop)
-            results["sweep_default_rate_s"].append(slow)
-            print(f"round {round_ + 1}: sweep (rate 1000/s) {fast:.2f} s, shell loop {loop:.2f} s, "
-                  f"sweep (default 2/s) {slow:.2f} s", flush=True)
-    best = {k: min(v) for k, v in results.items()}
+            r = one_round(env, Path(tmp), round_, args.points, not args.no_default_rate)
+            rounds.append(r)
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()), flush=True)
+    best = {k: min(r[k] for r in rounds) for k in rounds[0]}
+    n = args.points
+    sweep, loop, one = best["sweep_unthrottled_s"], best["shell_loop_s"], best["sweep_1_point_s"]
+    own_ms = 1000 * (sweep - loop) / n
+    fixed_s = one - loop / n
+    marginal_ms = 1000 * ((sweep - loop) - fixed_s) / n
     summary = {
-        "points": args.points,
-        **{k: round(v, 2) for k, v in best.items()},
-        "per_point_sweep_ms": round(1000 * best["sweep_unthrottled_s"] / args.points, 1),
-        "per_point_loop_ms": round(1000 * best["shell_loop_s"] / args.points, 1),
-        "ratio_sweep_unthrottled_vs_loop": round(best["sweep_unthrottled_s"] / best["shell_loop_s"], 2),
-        "ratio_sweep_default_rate_vs_loop": round(best["sweep_default_rate_s"] / best["shell_loop_s"], 2),
+        "points": n,
+        **{k: round(v, 3) for k, v in best.items()},
+        "per_point_sweep_ms": round(1000 * sweep / n, 1),
+        "per_point_loop_ms": round(1000 * loop / n, 1),
+        "launcher_own_per_point_ms": round(own_ms, 1),
+        "launcher_fixed_s": round(fixed_s, 3),
+        "launcher_marginal_per_point_ms": round(marginal_ms, 1),
+        "ratio_sweep_unthrottled_vs_loop": round(sweep / loop, 2),
     }
+    if "sweep_default_rate_s" in best:
+        summary["ratio_sweep_default_rate_vs_loop"] = round(best["sweep_default_rate_s"] / loop, 2)
     print(json.dumps(summary, indent=2))
-    print(f"RATIO time to queue {args.points} points: sweep / shell loop = "
-          f"{summary['ratio_sweep_unthrottled_vs_loop']}x unthrottled ({best['sweep_unthrottled_s']:.1f} s vs "
-          f"{best['shell_loop_s']:.1f} s), {summary['ratio_sweep_default_rate_vs_loop']}x at the default "
-          f"2 sbatch/s ({best['sweep_default_rate_s']:.1f} s)")
+    print(f"\n{n} points           total      per point")
+    print(f"shell loop (sbatch) {loop:7.2f} s  {1000 * loop / n:7.1f} ms")
+    print(f"sweep, unthrottled  {sweep:7.2f} s  {1000 * sweep / n:7.1f} ms   ({sweep / loop:.1f}x the loop)")
+    print(f"launcher's own      {sweep - loop:7.2f} s  {own_ms:7.1f} ms   (sweep - loop: everything but sbatch)")
+    print(f"  fixed             {fixed_s:7.2f} s  {1000 * fixed_s / n:7.1f} ms   (a 1-point sweep less one sbatch)")
+    print(f"  per point         {marginal_ms * n / 1000:7.2f} s  {marginal_ms:7.1f} ms   (the rest)")
+    if "sweep_default_rate_s" in best:
+        slow = best["sweep_default_rate_s"]
+        print(f"sweep, 2 sbatch/s   {slow:7.2f} s  {1000 * slow / n:7.1f} ms   (the default rate limit decides)")
 
 
 if __name__ == "__main__":

@@ -13,16 +13,6 @@ from launcher.validate.facts import gather_facts
 from launcher.validate.problems import EXIT_INVALID_CONFIG, InvalidConfig
 
 
-def in_sweep() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:  # not under Hydra (tests, library use)
-        return False
-
-
 def report_invalid(error: InvalidConfig) -> None:
     print("launcher: invalid configuration, nothing was submitted:", file=sys.stderr)
     for problem in error.problems:
@@ -44,22 +34,20 @@ def dry_run(plan: Plan, cfg: LaunchConfig) -> None:
             print(f"CUDA_VISIBLE_DEVICES={','.join(map(str, c.gpus or []))} {' '.join(c.execs)}")
 
 
-def launch(composed) -> int:
-    """Launch one composed config (a DictConfig from Hydra, a LaunchConfig, or an older plain dict)."""
-    if in_sweep():  # sweep hook: a resumed sweep does not submit a point that already went in
-        from launcher.sweep.run import skip_point
+def launch(composed, events=None) -> int:
+    """Launch one composed config (a DictConfig from Hydra, a LaunchConfig, or an older plain dict).
 
-        if skip_point():
-            return 0
+    `events`: a sweep's point (launcher.sweep.events.PointEvents). It is told what happened instead of
+    this exiting with the code, and it supplies the facts read once per sweep."""
+    if events is not None and events.skip():  # a resumed sweep does not submit a point that already went in
+        return 0
     cfg: Optional[LaunchConfig] = None
     try:
         cfg = as_launch_config(composed)
-        plan = build_plan(cfg, gather_facts(cfg), python=sys.executable)
+        plan = build_plan(cfg, gather_facts(cfg) if events is None else events.facts(cfg), python=sys.executable)
     except InvalidConfig as error:
-        if in_sweep():  # sweep hook: recorded; the sweep lists every invalid point with its reasons at the end
-            from launcher.sweep.run import record_rejection
-
-            record_rejection(cfg, error)
+        if events is not None:  # recorded; the sweep lists every invalid point with its reasons at the end
+            events.on_rejected(cfg, error)
             return EXIT_INVALID_CONFIG
         report_invalid(error)
         sys.exit(EXIT_INVALID_CONFIG)
@@ -71,13 +59,13 @@ def launch(composed) -> int:
     if plan.backend == "slurm":
         from launcher.backends.slurm import submit_launch
 
-        code = submit_launch(plan, cfg)
-        if code and not in_sweep():
+        code = submit_launch(plan, cfg, events)
+        if code and events is None:
             sys.exit(code)  # Hydra drops the return value: a failed sbatch must not exit 0
         return code
     from launcher.backends.local import run_local
 
     code = run_local(plan, cfg)
-    if code and not in_sweep():
+    if code and events is None:
         sys.exit(code)
     return code

@@ -25,9 +25,9 @@ STAGES = {
     "launcher.train": 8,
     "launcher.show": 9,
     "launcher.backends": 10,
-    "launcher.sweep": 11,
-    "launcher.cli": 12,
-    "launcher.launch": 13,
+    "launcher.launch": 11,
+    "launcher.sweep": 12,
+    "launcher.cli": 13,
     "launcher.__main__": 14, "launcher.jobs": 14, "launcher.conf": 14,
 }
 

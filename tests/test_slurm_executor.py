@@ -68,7 +68,6 @@ def test_waiting_on_a_job_that_died_without_result_ends(fake_slurm):
     tmp_path, _ = fake_slurm
     plan, cfg = plan_and_cfg(tmp_path)
     job, _ = submit(plan, cfg)
-    job.watcher.delay_s = 0
     assert job.watcher.get_state(job.job_id, mode="force") == "FAILED"
     with pytest.raises(UncompletedJobError):
         job.result()  # submitit's own wait: returns (raises) instead of hanging
@@ -94,3 +93,45 @@ def test_permanent_sbatch_error_is_reported_at_once(fake_slurm):
     plan, cfg = plan_and_cfg(tmp_path)
     with pytest.raises(SubmissionError, match="permanent.*Invalid partition name specified"):
         submit(plan, cfg)
+
+
+def test_the_script_is_rendered_once_per_submission(fake_slurm, monkeypatch):
+    import launcher.backends.slurm as slurm
+
+    tmp_path, _ = fake_slurm
+    renders = []
+    real = slurm.render_sbatch
+    monkeypatch.setattr(slurm, "render_sbatch", lambda *a, **k: renders.append(1) or real(*a, **k))
+    plan, cfg = plan_and_cfg(tmp_path)
+    job, job_dir = submit(plan, cfg)
+    assert len(renders) == 1
+    assert next(tmp_path.glob("submitted-*.sh")).read_text() == (job_dir / "job.sbatch").read_text()
+
+
+def test_each_job_polls_through_its_own_watcher(fake_slurm):
+    from launcher.backends.slurm import HetSlurmJob
+
+    tmp_path, _ = fake_slurm
+    plan, cfg = plan_and_cfg(tmp_path)
+    first, _ = submit(plan, cfg)  # the foreground wait's 2 s
+    second, _ = submit(plan, cfg, poll_s=7)
+    # submitit keeps the delay as the watcher's _delay_s; a job's own watcher carries its own
+    assert (first.watcher._delay_s, second.watcher._delay_s, HetSlurmJob.watcher._delay_s) == (2, 7, 30)
+    assert first.watcher is not second.watcher and first.job_id in first.watcher._registered
+
+
+@pytest.mark.parametrize("overrides", [
+    ("+experiment=deepmath", "cluster=slurm"),
+    ("+experiment=smoke", "cluster=slurm", "name='yes'", "cluster.partition='1e5'", "+grpo.seed=3",
+     "model.revision='0012'", "cluster.account='on'"),
+])
+def test_config_yaml_is_what_omegaconf_writes(overrides):
+    """config.yaml is written without building an OmegaConf tree of the typed config first; the text is the same."""
+    from omegaconf import OmegaConf
+
+    from launcher.backends.slurm import config_yaml
+
+    cfg = compose(*overrides)
+    assert config_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    assert OmegaConf.to_container(OmegaConf.create(config_yaml(cfg))) == OmegaConf.to_container(OmegaConf.create(
+        OmegaConf.to_yaml(cfg)))

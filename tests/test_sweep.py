@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.sweep import run as sweep
-from launcher.sweep.run import Manifest, point_key, reconcile_submitting, retire_job, upsert
+from launcher.sweep.manifest import Manifest, point_key, retire_job, upsert
+from launcher.sweep.resume import reconcile_submitting, resume_mode
 
 FAKES = {
     # sbatch: optional injected failures ($FAKE/fail_left x $FAKE/fail_message), optional slowness
@@ -274,7 +274,7 @@ def test_a_point_left_submitting_is_reconciled(tmp_path, fake, monkeypatch):
 
 
 def test_resume_modes():
-    assert sweep._resume_mode(False) == "no" and sweep._resume_mode("true") == "missing"
-    assert sweep._resume_mode("marked") == "marked"
+    assert resume_mode(False) == "no" and resume_mode("true") == "missing"
+    assert resume_mode("marked") == "marked"
     with pytest.raises(ValueError):
-        sweep._resume_mode("sometimes")
+        resume_mode("sometimes")

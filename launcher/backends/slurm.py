@@ -2,35 +2,39 @@
 
 submitit has no heterogeneous-job support, so the executor overrides the few methods that make
 the script and read states: the script is launcher.sbatch's rendering (never submitit's own),
-several submissions are several sbatch calls (het jobs cannot be arrays), transient sbatch
-failures are retried with backoff, and the watcher aggregates `ID+N` rows into the job's state
-so that waiting on a job that died without a result ends instead of hanging.
+rendered once per submission; several submissions are several sbatch calls (het jobs cannot be
+arrays); transient sbatch failures (launcher.slurm.transient) are retried with backoff; and the
+watcher aggregates `ID+N` rows into the job's state so that waiting on a job that died without a
+result ends instead of hanging.
+
+A sweep passes its point's events (launcher.sweep.events.PointEvents) into `submit_launch`: the
+point's folder is recorded before sbatch and its job id after; without events this is one launch
+that prints its job and, with cluster.wait, follows it.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
+import enum
 import sys
 import time
 import typing as tp
 from pathlib import Path
 
 import submitit
+import yaml
+from omegaconf import OmegaConf
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
+from launcher.jobfolder.layout import component_commands, create_job_dir, git_snapshot, record_submission, write_private
 from launcher.plan.plan import Plan
 from launcher.plan.sbatch import render_sbatch
 from launcher.plan.sbatch import supervisor_command
-from launcher.slurm.states import FINISHED_STATES, parse_sacct
+from launcher.slurm.states import parse_sacct
+from launcher.slurm.transient import is_transient
 
-# slurmctld is busy or restarting: worth another try. Anything else (bad partition, account,
-# QOS, impossible request) is permanent and reported as is.
-TRANSIENT_SBATCH = re.compile(
-    r"Socket timed out|Resource temporarily unavailable|Unable to contact slurm controller|"
-    r"slurm_receive_msg|Connection refused|Zero Bytes were transmitted|Transport endpoint|"
-    r"temporarily unable to accept job|Slurm temporarily unable", re.I)
+FOREGROUND_POLL_S = 2.0  # cluster.wait: sacct at most this often for the job being followed
 
 
 class SubmissionError(RuntimeError):
@@ -53,7 +57,12 @@ class HetSlurmInfoWatcher(SlurmInfoWatcher):
 
 
 class HetSlurmJob(SlurmJob):
-    watcher = HetSlurmInfoWatcher(delay_s=30)
+    watcher = HetSlurmInfoWatcher(delay_s=30)  # submitit's pattern: shared by jobs made outside an executor
+
+    def watch_with(self, watcher: HetSlurmInfoWatcher) -> None:
+        """Read this job's state through `watcher` (its executor's own, with its own delay), not the shared one."""
+        self.watcher = watcher
+        watcher.register_job(self.job_id)
 
 
 def _retry_delays(retries: int, base_s: float = 1.0, cap_s: float = 30.0) -> list[float]:
@@ -78,14 +87,16 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
 
     job_class = HetSlurmJob
 
-    def __init__(self, plan: Plan, job_dir: Path, retries: int = 5, min_interval_s: float = 0.0):
+    def __init__(self, plan: Plan, job_dir: Path, retries: int = 5, min_interval_s: float = 0.0,
+                 script: tp.Optional[str] = None, poll_s: float = 30.0):
         super().__init__(folder=job_dir / "submitit", max_num_timeout=0, python=plan.python)
         self.plan = plan
         self.job_dir = job_dir
         self.retries = retries
         self.min_interval_s = min_interval_s
         self._throttling = 0.0  # submitit's own per-executor throttle; _wait_turn spaces the calls
-        self.script = ""
+        self.script = script or ""  # rendered once (by submit(), or on the first submission)
+        self.watcher = HetSlurmInfoWatcher(delay_s=poll_s)  # this executor's jobs poll sacct at most every poll_s
         self.attempts_log: list[str] = []
 
     def _internal_process_submissions(self, delayed_submissions):
@@ -93,7 +104,8 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         return submitit.core.core.PicklingExecutor._internal_process_submissions(self, delayed_submissions)
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
-        self.script = render_sbatch(self.plan, str(self.job_dir), supervisor_command(self.plan, str(self.folder)))
+        if not self.script:
+            self.script = render_sbatch(self.plan, str(self.job_dir), supervisor_command(self.plan, str(self.folder)))
         return self.script
 
     def _num_tasks(self) -> int:
@@ -104,12 +116,14 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         while True:
             _wait_turn(self.min_interval_s)
             try:
-                return super()._submit_command(command)
+                job = super()._submit_command(command)
+                job.watch_with(self.watcher)
+                return job
             except FailedJobError as error:  # how submitit's CommandFunction reports sbatch's stderr
                 message = str(error).strip() or "sbatch exited non-zero without a message"
                 self.attempts_log.append(message)
-                if not TRANSIENT_SBATCH.search(message) or not delays:
-                    kind = "transient, retries exhausted" if TRANSIENT_SBATCH.search(message) else "permanent"
+                if not is_transient(message) or not delays:
+                    kind = "transient, retries exhausted" if is_transient(message) else "permanent"
                     raise SubmissionError(f"sbatch failed ({kind}): {message}") from None
                 delay = delays.pop(0)
                 print(f"launcher: sbatch failed transiently ({message.splitlines()[-1]}); retrying in {delay:g} s",
@@ -117,42 +131,98 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
                 time.sleep(delay)
 
 
-def submit(plan: Plan, cfg: dict, job_dir: Path | None = None, min_interval_s: float = 0.0) -> tuple[HetSlurmJob, Path]:
-    """Create the job folder, snapshot it, submit; (job, job folder)."""
+# config.yaml is written as OmegaConf.to_yaml(cfg) writes it (tests/test_slurm_executor.py keeps the two
+# equal), without first building an OmegaConf node tree of the typed config: that costs ~12 ms a point.
+_YAML_WORDS = {"y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False",
+               "FALSE", "on", "On", "ON", "off", "Off", "OFF"}
+
+
+class _RecordDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it
+    """Quotes a string that reads back as a boolean or a number."""
+
+
+def _reads_as_number(text: str) -> bool:
+    for kind in (int, float):
+        try:
+            kind(text)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def _represent_str(dumper: tp.Any, text: str) -> yaml.ScalarNode:
+    quoted = text in _YAML_WORDS or _reads_as_number(text)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'" if quoted else None)
+
+
+_RecordDumper.add_representer(str, _represent_str)
+
+
+def _plain(value: tp.Any) -> tp.Any:
+    """The typed config as nested dicts and lists, Enum members as their names (as OmegaConf writes them)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, tp.Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_yaml(cfg: tp.Any) -> str:
+    """The resolved config as config.yaml records it."""
+    if not dataclasses.is_dataclass(cfg):
+        return OmegaConf.to_yaml(cfg)
+    return yaml.dump(_plain(cfg), Dumper=_RecordDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
+
+
+def write_job_files(job_dir: Path, plan: Plan, cfg, script: str, git: tp.Optional[tuple[str, str]] = None) -> None:
+    """The job folder's snapshot (what jobfolder.layout.write_snapshot writes) with the sbatch script. `git`:
+    the (summary, diff) a sweep took once for all its points; without it, git is asked now."""
+    write_private(job_dir / "config.yaml", config_yaml(cfg))
+    write_private(job_dir / "plan.txt", str(plan) + "\n")
+    write_private(job_dir / "plan.json", plan.to_json())
+    write_private(job_dir / "commands.txt", component_commands(plan, job_dir))
+    write_private(job_dir / "job.sbatch", script)
+    summary, diff = git if git is not None else git_snapshot(".")
+    write_private(job_dir / "git.txt", summary)
+    if diff:
+        write_private(job_dir / "git.diff", diff)
+
+
+def submit(plan: Plan, cfg, job_dir: Path | None = None, git: tp.Optional[tuple[str, str]] = None,
+           poll_s: float = FOREGROUND_POLL_S) -> tuple[HetSlurmJob, Path]:
+    """Create the job folder (unless given), snapshot it, submit; (job, job folder). sbatch calls of this
+    process are spaced by cluster.submit_rate_per_s; the job's watcher polls sacct at most every poll_s."""
     from launcher.supervisor.entry import SlurmEntry  # light: stdlib + launcher only
 
     job_dir = job_dir or create_job_dir(cfg.cluster.job_root, plan.name)
     script = render_sbatch(plan, str(job_dir), supervisor_command(plan, str(job_dir / "submitit")))
-    write_snapshot(job_dir, plan, cfg, sbatch_script=script)
-    executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries, min_interval_s=min_interval_s)
+    write_job_files(job_dir, plan, cfg, script, git)
+    rate = float(cfg.cluster.submit_rate_per_s or 0)
+    executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries,
+                                min_interval_s=1.0 / rate if rate > 0 else 0.0, script=script, poll_s=poll_s)
     job = executor.submit(SlurmEntry(str(job_dir)))
-    job.watcher.delay_s = 2  # the foreground wait below polls sacct at most this often
     record_submission(job_dir, "slurm", job.job_id, sys.argv)
     return job, job_dir
 
 
-def submit_launch(plan: Plan, cfg: dict) -> int:
-    from launcher.launch import in_sweep
-
-    job_dir, interval = None, 0.0
-    if in_sweep():  # sweep hooks: the point's folder is recorded before sbatch; calls are rate-limited
-        from launcher.sweep.run import record_submitting, submit_interval_s
-
-        job_dir, interval = record_submitting(cfg, plan), submit_interval_s(cfg)
+def submit_launch(plan: Plan, cfg, events=None) -> int:
+    """Submit one launch; its exit code. `events`: a sweep's point, told before and after sbatch."""
+    job_dir = events.on_submitting(cfg, plan) if events is not None else None
     try:
-        job, job_dir = submit(plan, cfg, job_dir, min_interval_s=interval)
+        job, job_dir = submit(plan, cfg, job_dir, git=events.git_snapshot() if events is not None else None)
     except SubmissionError as error:
         print(f"launcher: {error}", file=sys.stderr)
-        if in_sweep():
-            from launcher.sweep.run import record_submit_failure
-
-            record_submit_failure(cfg, error)
+        if events is not None:
+            events.on_submit_failed(cfg, error)
         return 1
     print(f"launcher: submitted job {job.job_id}; job folder {job_dir}", flush=True)
-    if in_sweep():
-        from launcher.sweep.run import record_submission as record_point
-
-        record_point(cfg, job.job_id, job_dir)
+    if events is not None:
+        events.on_submitted(cfg, job.job_id, job_dir)
         return 0
     if cfg.cluster.wait:
         from launcher.show.watch import watch_slurm_job
@@ -161,15 +231,5 @@ def submit_launch(plan: Plan, cfg: dict) -> int:
     return 0
 
 
-def wait_for_state(job: HetSlurmJob, timeout_s: float) -> str:
-    """Poll (through the watcher) until the job's aggregated state is final; the state."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = job.watcher.get_state(job.job_id, mode="force")
-        if state in FINISHED_STATES:
-            return state
-        time.sleep(1)
-    return job.watcher.get_state(job.job_id, mode="force")
-
-
-__all__ = ["HetSlurmExecutor", "HetSlurmJob", "HetSlurmInfoWatcher", "SubmissionError", "submit", "submit_launch"]
+__all__ = ["HetSlurmExecutor", "HetSlurmJob", "HetSlurmInfoWatcher", "SubmissionError", "submit", "submit_launch",
+           "write_job_files"]

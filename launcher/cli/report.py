@@ -25,7 +25,8 @@ from typing import Any, Optional
 from launcher.jobfolder.layout import attempts
 from launcher.jobfolder.progress import read_metrics
 from launcher.jobfolder.records import read_result
-from launcher.sweep.run import REJECTED, refresh_states, varying
+from launcher.sweep.manifest import REJECTED
+from launcher.sweep.table import refresh_states, varying
 
 METRICS = ("tokens_per_s", "step_time_s", "reward", "steps", "server_startup_s")
 BETTER = {"tokens_per_s": max, "reward": max, "step_time_s": min}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from launcher.slurm.states import query_states
-from launcher.sweep.run import Manifest
+from launcher.sweep.manifest import Manifest
 
 from .conftest import orphans
 
