@@ -137,12 +137,27 @@ CASES = [
     ("grpo_choice_typo", ["+grpo.save_strategy=step"], 2, "grpo.save_strategy"),
     ("grpo_launcher_owned_port", ["+grpo.vllm_server_port=8000"], 2, "grpo.vllm_server_port: is set by the launcher"),
     ("grpo_launcher_owned_use_vllm", ["+grpo.use_vllm=false"], 2, "use trainer.use_vllm"),
+    # numbers TRL accepts that make the run meaningless (torch refuses a negative lr only when training starts)
+    ("negative_learning_rate", ["grpo.learning_rate=-1e-6"], 2, "grpo.learning_rate: must be > 0, got -1e-06"),
+    ("zero_learning_rate", ["grpo.learning_rate=0"], 2, "grpo.learning_rate: must be > 0"),
+    ("zero_max_steps", ["grpo.max_steps=0"], 2, "grpo.max_steps: must be at least 1, or -1"),
+    ("zero_epochs_without_steps", ["grpo.max_steps=-1", "+grpo.num_train_epochs=0"], 2, "grpo.num_train_epochs"),
+    ("greedy_generation", ["+grpo.temperature=0"], 2, "grpo.temperature: must be > 0"),
+    ("top_p_over_one", ["+grpo.top_p=1.5"], 2, "grpo.top_p: must be > 0 and <= 1"),
+    ("negative_kl_beta", ["+grpo.beta=-0.1"], 2, "grpo.beta: must be >= 0"),
+    ("zero_clip_range", ["+grpo.epsilon=0"], 2, "grpo.epsilon"),
+    ("zero_save_steps", ["grpo.save_steps=0"], 2, "grpo.save_steps"),
+    ("adam_beta_one", ["+grpo.adam_beta2=1.0"], 2, "grpo.adam_beta2: must be >= 0 and < 1"),
     # --- paths and names
     ("missing_model", ["model.name_or_path=/nonexistent/models/qwen"], 2, "model.name_or_path"),
     ("missing_data", ["data.name_or_path=/nonexistent/train.jsonl"], 2, "data.name_or_path"),
     ("hub_id_with_space", ["model.name_or_path=Qwen/Qwen3 1.7B"], 2, "model.name_or_path"),
     ("reward_not_import_path", ["reward.funcs=[accuracy_reward]"], 2, "reward.funcs"),
     ("reward_weights_mismatch", ["reward.weights=[1.0,2.0]"], 2, "reward.weights"),
+    ("reward_weights_all_zero", ["reward.weights=[0.0]"], 2, "reward.weights: every weight is 0"),
+    # a reward module the job's Python does not have: ModuleNotFoundError in the job, after the queue wait
+    ("reward_module_missing", ["reward.funcs=[my_rewardz.score]"], 2,
+     "reward.funcs: 'my_rewardz.score': no module 'my_rewardz'"),
     ("name_with_slash", ["name=runs/a"], 2, "name:"),
     ("name_with_pipe", ["name='a|b'"], 2, "no '|' (sacct's delimiter)"),  # sacct -P rows would split
     ("job_root_is_a_file", ["cluster.job_root={file}"], 2, "cluster.job_root"),
@@ -157,6 +172,13 @@ CASES = [
     ("wrong_type_bool", ["server.enforce_eager=maybe"], 1, "server.enforce_eager"),
     # a key added with `+` to a typed section: Hydra accepts it, the typed config would drop it (issue 15)
     ("unknown_key_with_plus", ["+server.bogus_key=1"], 2, "server.bogus_key: is not a key of ServerConfig"),
+    ("typo_with_plus_server", ["+server.tensor_paralel_size=2"], 2, "did you mean server.tensor_parallel_size?"),
+    ("typo_with_plus_trainer", ["+trainer.watchdog_timeout=10"], 2, "did you mean trainer.watchdog_timeout_s?"),
+    ("typo_with_plus_cluster", ["+cluster.partion=gpu"], 2, "cluster.partion: is not a key of ClusterConfig"),
+    ("typo_with_plus_model", ["+model.revison=main"], 2, "did you mean model.revision?"),
+    ("typo_with_plus_data", ["+data.splt=test"], 2, "did you mean data.split?"),
+    ("typo_with_plus_reward", ["+reward.weight=[1.0]"], 2, "did you mean reward.weights?"),
+    ("top_level_typo_with_plus", ["+devic=cpu"], 2, "did you mean device?"),
     # --- walltime
     ("walltime_not_a_time", ["cluster.time=abc"], 2, "cluster.time"),
     ("walltime_zero", ["cluster.time=0"], 2, "cluster.time: must be longer than 0"),

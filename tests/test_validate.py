@@ -1,5 +1,7 @@
 """Every validation rule: a failing example and its exact message (the key to change is named)."""
 
+import sys
+
 import pytest
 
 from conftest import compose
@@ -249,8 +251,9 @@ def test_facts_come_from_the_one_gpu_probe_and_sinfo(tmp_path, monkeypatch):
     fake_executable(tmp_path, "sinfo", "echo 'gpu|gpu:h100:8(S:0-1)|16|2-00:00:00|gpu*'\n")
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=3)
+    job = {"job_python": sys.executable, "modules": {"trl": True}}  # the reward's module, as the job's Python sees it
+    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=3, **job)
     assert gather_facts(compose("cluster=slurm")) == Facts(
-        partitions={"gpu": {"gpus_per_node": 8, "nodes": 16, "max_time_s": 2 * 86400}}, default_partition="gpu")
+        partitions={"gpu": {"gpus_per_node": 8, "nodes": 16, "max_time_s": 2 * 86400}}, default_partition="gpu", **job)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the probe counts what this process may use
-    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=1)
+    assert gather_facts(compose("cluster=local")) == Facts(local_gpus=1, **job)

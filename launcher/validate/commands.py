@@ -66,4 +66,25 @@ def check_rewards(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     if weights is not None and len(weights) != len(funcs):
         problems.append(Problem(("reward.weights", "reward.funcs"),
                                 f"{len(weights)} weights for {len(funcs)} reward functions"))
+    elif weights and funcs and all(w == 0 for w in weights):
+        problems.append(Problem(("reward.weights",), "every weight is 0: every reward, so every advantage, is 0 "
+                                                     "and GRPO learns nothing"))
+    return problems
+
+
+def check_reward_modules(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
+    """A reward function whose module the job's Python cannot find fails in the job, after the queue:
+    said here, from what that interpreter answered (launcher/validate/job_python.py; nothing imported)."""
+    if not facts.modules:
+        return []
+    problems = []
+    for func in cfg.reward.funcs:
+        top = str(func).split(".")[0]
+        if facts.modules.get(top) is False:
+            setup = " (cluster.setup may change that in the job: check it)" if cfg.cluster.setup else ""
+            problems.append(Problem(
+                ("reward.funcs",),
+                f"{func!r}: no module {top!r} for {facts.job_python} (the job's Python; cluster.python){setup}: "
+                "install it there, or put the folder that holds it on PYTHONPATH (cluster.env.PYTHONPATH)",
+                severity="warning" if cfg.cluster.setup else "error"))
     return problems

@@ -4,6 +4,8 @@ local backend) or the partitions sinfo lists (Slurm). One command each.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -11,15 +13,19 @@ import time
 
 from launcher.config.schema import Backend, LaunchConfig
 from launcher.node import gpu_count
+from launcher.validate.job_python import reward_module_facts
 from launcher.validate.problems import Facts
 from launcher.walltime import parse_walltime
 
 
 def gather_facts(cfg: LaunchConfig) -> Facts:
-    """The facts the rules of cfg's backend need."""
-    if cfg.cluster.backend == Backend.local:
-        return Facts(local_gpus=local_gpu_count())
-    return slurm_facts()
+    """The facts the rules of cfg's backend need, and what the job's Python can import."""
+    facts = Facts(local_gpus=local_gpu_count()) if cfg.cluster.backend == Backend.local else slurm_facts()
+    python, modules = reward_module_facts(cfg)
+    return dataclasses.replace(facts, job_python=python, modules=modules)
+
+
+NO_SLURM_CONFIG = "Could not establish a configuration source"  # no slurm.conf, no configless DNS record
 
 
 def local_gpu_count() -> int:
@@ -57,6 +63,9 @@ def slurm_facts() -> Facts:
     """Partitions, their GPUs per node, node counts and time limits, when sinfo answers."""
     if shutil.which("sinfo") is None:
         return Facts()
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.exists(conf):  # sinfo and sbatch would retry for a minute, then fail
+        return Facts(slurm_error=f"SLURM_CONF={conf} does not exist")
     out = None
     for attempt in range(2):  # one more try after a moment: slurmctld may be restarting
         try:
@@ -67,6 +76,9 @@ def slurm_facts() -> Facts:
             break
         if attempt == 0:
             time.sleep(2)
+    if out is not None and out.returncode != 0 and NO_SLURM_CONFIG in out.stderr:
+        # not a controller away but no cluster configured here: check_slurm_controller says so (exit 2)
+        return Facts(slurm_error=f"sinfo says: {out.stderr.strip().splitlines()[-1]}")
     if out is None or out.returncode != 0:
         # unknown facts skip the partition checks; say so rather than pretend they ran
         print("launcher: note: sinfo did not answer; partition, GPU and time-limit checks skipped", file=sys.stderr)

@@ -1,15 +1,17 @@
 """Rules on `grpo` (any trl.GRPOConfig field): names, types and choices against launcher/grpo_fields.json,
-the counts TRL divides by, the generation batch against num_generations and the trainer's processes,
-and completion lengths against the server's context.
+the counts TRL divides by, the numbers TRL accepts that leave a run meaningless (a learning rate of 0 or
+less, max_steps=0, ...), the generation batch against num_generations and the trainer's processes, and
+completion lengths against the server's context.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from launcher.config.derive import trainer_processes
 from launcher.config.schema import LaunchConfig, Mode
@@ -27,6 +29,51 @@ LAUNCHER_OWNED_GRPO = {
 }
 GRPO_POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
                  "steps_per_generation", "max_completion_length", "num_iterations")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a number TRL accepts still makes a run mean something; None = unbounded on that side."""
+
+    low: Optional[float]
+    high: Optional[float] = None
+    low_included: bool = False
+    high_included: bool = True
+    why: str = ""
+
+    def holds(self, value: float) -> bool:
+        above = self.low is None or value > self.low or (self.low_included and value == self.low)
+        below = self.high is None or value < self.high or (self.high_included and value == self.high)
+        return above and below
+
+    def text(self) -> str:
+        low = "" if self.low is None else f"{'>=' if self.low_included else '>'} {self.low:g}"
+        high = "" if self.high is None else f"{'<=' if self.high_included else '<'} {self.high:g}"
+        return " and ".join(p for p in (low, high) if p)
+
+
+# GRPOConfig numbers TRL takes without a word but that leave a run meaningless (or failing hours in)
+GRPO_RANGES: dict[str, Range] = {
+    "learning_rate": Range(0, why="a step of 0 does not train, a negative one trains away from the reward"),
+    "temperature": Range(0, why="at 0 every completion of a prompt is the same: zero advantages, nothing learned"),
+    "top_p": Range(0, 1, why="the share of probability mass sampled from"),
+    "min_p": Range(0, 1, low_included=True),
+    "top_k": Range(-1, low_included=True, why="-1 or 0: no top-k cut"),
+    "repetition_penalty": Range(0, why="1 leaves the logits as they are"),
+    "beta": Range(0, low_included=True, why="a negative KL coefficient rewards drifting away from the reference model"),
+    "epsilon": Range(0, why="the clipping range of the policy ratio"),
+    "epsilon_high": Range(0, why="the upper clipping range of the policy ratio"),
+    "warmup_steps": Range(0, low_included=True),
+    "weight_decay": Range(0, low_included=True),
+    "max_grad_norm": Range(0, low_included=True, why="0 turns clipping off"),
+    "save_steps": Range(0, why="a checkpoint every N steps (or a fraction < 1 of the run)"),
+    "logging_steps": Range(0),
+    "eval_steps": Range(0),
+    "adam_beta1": Range(0, 1, low_included=True, high_included=False),
+    "adam_beta2": Range(0, 1, low_included=True, high_included=False),
+    "adam_epsilon": Range(0),
+    "vllm_server_timeout": Range(0, why="seconds the trainer waits for the server"),
+}
 
 
 @lru_cache(maxsize=1)
@@ -90,6 +137,30 @@ def check_grpo_counts(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     samples = cfg.data.max_samples
     if samples is not None and samples < 1:
         problems.append(Problem(("data.max_samples",), f"must be at least 1 or null (all rows), got {samples}"))
+    return problems
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_grpo_ranges(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
+    """Numbers TRL accepts that make the run meaningless: a learning rate of 0 or less, max_steps=0, ..."""
+    g = cfg.grpo
+    problems = []
+    for key, allowed in GRPO_RANGES.items():
+        value = g.get(key)
+        if _number(value) and not allowed.holds(value):
+            why = f" ({allowed.why})" if allowed.why else ""
+            problems.append(Problem((f"grpo.{key}",), f"must be {allowed.text()}, got {value:g}{why}"))
+    steps = g.get("max_steps")
+    if _number(steps) and steps != -1 and steps < 1:
+        problems.append(Problem(("grpo.max_steps",), f"must be at least 1, or -1 to train for grpo.num_train_epochs, "
+                                                     f"got {steps:g} (0 steps train nothing)"))
+    epochs = g.get("num_train_epochs")
+    if _number(epochs) and epochs <= 0 and not (_number(steps) and steps >= 1):
+        problems.append(Problem(("grpo.num_train_epochs", "grpo.max_steps"),
+                                f"must be > 0 when grpo.max_steps is not set, got {epochs:g} (no epoch, no step)"))
     return problems
 
 

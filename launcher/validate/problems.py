@@ -27,6 +27,9 @@ class Facts:
     local_gpus: Optional[int] = None  # GPUs on this machine (local backend)
     partitions: Optional[dict[str, dict[str, Any]]] = None  # sinfo: name -> {"gpus_per_node": int, "nodes": int}
     default_partition: Optional[str] = None
+    slurm_error: Optional[str] = None  # sinfo's error when this machine has no Slurm configuration
+    job_python: Optional[str] = None  # the interpreter the nodes run (cluster.python, else the launcher's)
+    modules: Optional[dict[str, bool]] = None  # top-level module of each reward function -> job_python finds it
 
 
 class InvalidConfig(Exception):

@@ -15,23 +15,25 @@ from typing import Callable, Union
 from launcher.config.compose import as_launch_config
 from launcher.config.derive import local_gpu_sets, trainer_processes
 from launcher.config.schema import LaunchConfig
-from launcher.validate.commands import check_extra_args, check_rewards
+from launcher.validate.commands import check_extra_args, check_reward_modules, check_rewards
 from launcher.validate.env import check_env
 from launcher.validate.files import check_local_files, check_paths
-from launcher.validate.grpo import check_grpo_batch, check_grpo_counts, check_grpo_fields, check_lengths, grpo_fields
+from launcher.validate.grpo import (check_grpo_batch, check_grpo_counts, check_grpo_fields, check_grpo_ranges,
+                                    check_lengths, grpo_fields)
 from launcher.validate.names import check_name, check_ports, check_timeouts, check_walltime
 from launcher.validate.problems import EXIT_INVALID_CONFIG, Facts, InvalidConfig, Problem
-from launcher.validate.slurm import check_sbatch, check_slurm_facts
+from launcher.validate.slurm import check_sbatch, check_slurm_controller, check_slurm_facts
 from launcher.validate.topology import (check_counts, check_data_parallel_dense, check_local_gpus,
                                         check_server_settings, check_server_topology, check_tensor_parallel_heads)
 
 Rule = Callable[[LaunchConfig, Facts], "list[Problem]"]
 
 RULES: tuple[Rule, ...] = (
-    check_name, check_counts, check_server_topology, check_tensor_parallel_heads, check_data_parallel_dense,
+    check_slurm_controller, check_name, check_counts, check_server_topology, check_tensor_parallel_heads, check_data_parallel_dense,
     check_grpo_fields, check_grpo_counts, check_grpo_batch, check_lengths, check_extra_args, check_walltime,
     check_timeouts, check_server_settings, check_ports, check_paths, check_local_files, check_rewards, check_env,
     check_sbatch, check_local_gpus, check_slurm_facts,
+    check_grpo_ranges, check_reward_modules,
 )
 
 

@@ -70,6 +70,18 @@ def check_sbatch(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     return problems
 
 
+def check_slurm_controller(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
+    """sbatch is on PATH but this machine belongs to no Slurm cluster: sbatch would only fail with "Could
+    not establish a configuration source"."""
+    if cfg.cluster.backend != Backend.slurm or not facts.slurm_error:
+        return []
+    # a dry-run still prints the plan (it submits nothing): a warning there, an error for a submission
+    return [Problem(("cluster",), f"sbatch is on PATH, but this machine has no Slurm configuration, so no "
+                                  f"controller can be reached ({facts.slurm_error}). On a Slurm login node, point "
+                                  "SLURM_CONF at the cluster's slurm.conf; to run on this machine instead, add "
+                                  "cluster=local", severity="warning" if cfg.dry_run else "error")]
+
+
 def check_slurm_facts(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     if cfg.cluster.backend != Backend.slurm or facts.partitions is None:
         return []
