@@ -5,11 +5,35 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from launcher.paths import looks_local
+
+
+def _where(name: str) -> str:
+    return "local" if looks_local(name) else "hub"
+
+
+def what_is_trained(plan: Any) -> list[str]:
+    """What is trained on what: the model and its revision, the dataset and its split, the rewards with weights."""
+    m, d, r = plan.model, plan.data, plan.reward
+    model = f"  model:   {m.name_or_path} ({_where(m.name_or_path)}"
+    if not looks_local(m.name_or_path):
+        model += f", revision {m.revision}" if m.revision else ", revision: the latest on main"
+    model += ", trust_remote_code)" if m.trust_remote_code else ")"
+    data = f"  data:    {d.name_or_path} ({_where(d.name_or_path)}), split {d.split}"
+    if d.config_name:
+        data += f", config {d.config_name}"
+    data += f", first {d.max_samples} rows" if d.max_samples is not None else ", all rows"
+    weights = r.weights if r.weights is not None else [1.0] * len(r.funcs)
+    rewards = ", ".join(f"{f} x {w:g}" for f, w in zip(r.funcs, weights))
+    note = "" if r.weights is not None else " (TRL's default weights)"
+    return [model, data, f"  rewards: {rewards}{note}"]
+
 
 def render_plan(plan: Any) -> str:
     """The plan as people read it (`plan` is a launcher.plan.plan.Plan)."""
     lines = [f"Plan: {plan.name}  ({plan.backend} backend, {plan.mode} mode, device {plan.device}, "
              f"walltime {plan.walltime_s // 3600}h{plan.walltime_s % 3600 // 60:02d}m)"]
+    lines += what_is_trained(plan)
     for c in plan.components:
         where = f"het group {c.het_group}" if c.het_group is not None else "job"
         gpus = f", GPUs {c.gpus}" if c.gpus is not None else ""
