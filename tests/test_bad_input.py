@@ -25,15 +25,16 @@ from hydra.errors import ConfigCompositionException
 from conftest import compose_hydra, fake_executable
 from launcher.launch import launch
 
-# `sinfo -h -o '%R|%G|%D|%l|%P'`: the first three lines recorded on the test cluster (scripts/slurm-test-cluster),
-# the rest in the shape a production cluster prints (typed GRES with socket affinity, a CPU partition, limits)
+# `sinfo -h -o '%R|%G|%D|%l|%P|%c|%m'`: the first three lines recorded on the test cluster
+# (scripts/slurm-test-cluster), the rest in the shape a production cluster prints (typed GRES with socket
+# affinity, a CPU partition, limits)
 SINFO = """\
-debug|gpu:2|3|infinite|debug*
-grace|gpu:2|3|infinite|grace
-urgent|gpu:2|3|infinite|urgent
-gpu|gpu:h100:8(S:0-1)|16|2-00:00:00|gpu
-short|gpu:h100:8(S:0-1)|4|1:00:00|short
-cpu|(null)|32|7-00:00:00|cpu
+debug|gpu:2|3|infinite|debug*|4|16000
+grace|gpu:2|3|infinite|grace|4|16000
+urgent|gpu:2|3|infinite|urgent|4|16000
+gpu|gpu:h100:8(S:0-1)|16|2-00:00:00|gpu|96|1024000
+short|gpu:h100:8(S:0-1)|4|1:00:00|short|96|1024000
+cpu|(null)|32|7-00:00:00|cpu|128|512000
 """
 
 SBATCH = """#!/bin/bash
@@ -194,6 +195,20 @@ CASES = [
     ("more_nodes_than_partition", ["trainer.nodes=3"], 2, "partition 'debug' has 3"),
     ("partition_with_space", ["cluster.partition=gpu a100"], 2, "cluster.partition"),
     ("account_with_quote", ["cluster.account=\"ml'team\""], 2, "cluster.account"),
+    # --- CPUs and memory per component (a request the nodes cannot meet pends forever or is refused by sbatch)
+    ("more_cpus_than_nodes_have", ["trainer.cpus_per_gpu=8"], 2,
+     "trainer.cpus_per_gpu, cluster.partition: 8 CPUs per node requested (trainer.cpus_per_gpu=8 x 1 GPU(s)), "
+     "but nodes of partition 'debug' have 4"),
+    ("more_memory_than_nodes_have", ["server.mem_per_gpu=64G"], 2, "nodes of partition 'debug' have 16000"),
+    ("memory_not_a_size", ["trainer.mem_per_gpu=8GiB"], 2, "trainer.mem_per_gpu: '8GiB' is not a memory size"),
+    ("exclusive_and_cpus", ["cluster.exclusive=true", "server.cpus_per_gpu=2"], 2,
+     "server.cpus_per_gpu, cluster.exclusive"),
+    # --- the network interface and multi-node servers
+    ("interface_name_with_slash", ["cluster.network_interface=ib0/1"], 2, "cluster.network_interface"),
+    ("interface_and_host", ["cluster.network_interface=ib0", "server.host=10.0.0.1"], 2,
+     "cluster.network_interface, server.host"),
+    ("ray_executor", ["server.distributed_executor_backend=ray"], 2, "nothing in the job starts one"),
+    ("vllm_multi_node_flags", ["server.extra_args=[--nnodes,2]"], 2, "server.extra_args: --nnodes is vLLM's multi-node"),
     # --- #SBATCH flags
     ("sbatch_option_typo", ["+cluster.sbatch.memory=64G"], 2, "did you mean cluster.sbatch.mem"),
     ("sbatch_bad_memory", ["+cluster.sbatch.mem=64GiB"], 2, "cluster.sbatch.mem"),

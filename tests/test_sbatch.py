@@ -11,6 +11,7 @@ from conftest import compose
 from launcher.plan.build import build_plan
 from launcher.plan.plan import Plan
 from launcher.plan.sbatch import render_sbatch, sbatch_quote, supervisor_command
+from launcher.validate.problems import Facts
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff
@@ -21,17 +22,22 @@ TOPOLOGIES = {
     # a trainer over 2 nodes x 4 GPUs with ZeRO-3, account/qos/partition, extra sbatch flags per component
     "multinode_trainer": ("trainer.nodes=2", "trainer.gpus_per_node=4", "trainer.strategy=zero3",
                           "cluster.partition=gpu", "cluster.account=rl-team", "cluster.qos=high",
-                          "cluster.time=2-00:00:00", "+cluster.sbatch.mem=0", "+server.sbatch.exclusive=true",
-                          "+trainer.sbatch.cpus-per-task=16", "cluster.setup=['module load cuda/12.4','source ~/venv/bin/activate']"),
+                          "cluster.time=2-00:00:00", "+server.sbatch.exclusive=true", "trainer.cpus_per_gpu=12",
+                          "trainer.mem_per_gpu=100G", "cluster.setup=['module load cuda/12.4','source ~/venv/bin/activate']"),
     # a TP=2 x DP=2 server on one 4-GPU node
     "tp2_dp2": ("server.tensor_parallel_size=2", "server.data_parallel_size=2", "server.gpus_per_node=4",
                 "server.extra_args=[--enable-prefix-caching]", "cluster.constraint=h100"),
 }
 
 
-def render(*overrides: str) -> str:
+# what sinfo says about a production-like partition: 8 GPUs, 96 CPUs and 1 TB per node
+FACTS = Facts(partitions={"gpu": {"gpus_per_node": 8, "nodes": 16, "max_time_s": None, "cpus_per_node": 96,
+                                  "mem_mb_per_node": 1024000}}, default_partition="gpu")
+
+
+def render(*overrides: str, facts: Facts = FACTS) -> str:
     cfg = compose("+experiment=deepmath", "cluster=slurm", "cluster.python=/opt/venv/bin/python", *overrides)
-    plan = build_plan(cfg)
+    plan = build_plan(cfg, facts)
     return render_sbatch(plan, "/jobs/deepmath/20261128-120000-abcd",
                          supervisor_command(plan, "/jobs/deepmath/20261128-120000-abcd/submitit"))
 

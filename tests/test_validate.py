@@ -41,12 +41,18 @@ def test_tp_times_dp_must_equal_server_gpus(tiny_model, data_file):
         "TP x DP = 2 x 1 = 2 must equal the server's GPUs, nodes x gpus_per_node = 1 x 1 = 1"]
 
 
-def test_tp_dp_must_fit_one_node_without_ray(tiny_model, data_file):
+def test_a_server_over_several_nodes_is_refused_saying_what_to_do(tiny_model, data_file):
     args = base(tiny_model, data_file, "server.tensor_parallel_size=4", "server.nodes=2", "server.gpus_per_node=2")
-    assert messages(*args) == [
-        "server.nodes, server.distributed_executor_backend: TP x DP = 4 spans 2 nodes; vLLM's default executor "
-        "is single-node: use server.nodes=1 with gpus_per_node=4, or set server.distributed_executor_backend=ray"]
-    assert messages(*args, "server.distributed_executor_backend=ray") == []
+    [message] = messages(*args)
+    assert message.startswith("server.nodes: a server over 2 nodes (TP x DP = 4 x 1) is not supported")
+    assert "Set server.nodes=1 with server.gpus_per_node = TP x DP = 4" in message
+    # Ray is no way around it: nothing in the job starts a Ray cluster
+    assert "server.distributed_executor_backend: 'ray' needs a Ray cluster, and nothing in the job starts one" in \
+        " ".join(messages(*args, "server.distributed_executor_backend=ray"))
+    assert messages(*base(tiny_model, data_file, "server.distributed_executor_backend=ray")) == [
+        "server.distributed_executor_backend: 'ray' needs a Ray cluster, and nothing in the job starts one; leave it "
+        "null (vLLM's multiprocessing executor runs TP x DP on the server's node) or set mp"]
+    assert messages(*base(tiny_model, data_file, "server.distributed_executor_backend=mp")) == []
 
 
 def test_tp_must_divide_heads(tmp_path, data_file):

@@ -72,7 +72,7 @@ class Device(str, Enum):
 class ServerConfig(_Section):
     """Component 0: `trl vllm-serve`."""
 
-    nodes: int = 1  # nodes of the server component
+    nodes: int = 1  # nodes of the server component (1: a server spans one node; docs/cluster-cookbook.md)
     gpus_per_node: Optional[int] = None  # GPUs per server node; null = TP x DP / nodes (sweeps follow TP, DP)
     tensor_parallel_size: int = 1  # vLLM --tensor-parallel-size
     data_parallel_size: int = 1  # vLLM --data-parallel-size (dense models: keep 1)
@@ -81,11 +81,13 @@ class ServerConfig(_Section):
     gpu_memory_utilization: float = 0.9  # vLLM --gpu-memory-utilization
     max_model_len: Optional[int] = None  # vLLM --max-model-len
     enforce_eager: bool = False  # vLLM --enforce-eager (faster start, slower generation)
-    distributed_executor_backend: Optional[str] = None  # "ray" allows TP across nodes
+    distributed_executor_backend: Optional[str] = None  # vLLM's executor on the server's one node: null (vLLM picks), mp, uni
     startup_timeout_s: float = 1200.0  # fail the job if /health is not 200 after this long
     health_grace_s: float = 60.0  # a healthy server that stops answering this long is dead
     extra_args: List[str] = field(default_factory=list)  # passed through to `trl vllm-serve`
     env: Dict[str, str] = field(default_factory=dict)  # exported into the server component only
+    cpus_per_gpu: Optional[int] = None  # CPUs per server GPU; null = the node's share (node CPUs x GPUs / node GPUs)
+    mem_per_gpu: Optional[str] = None  # memory per server GPU (64G, 500M); null = the node's share, like CPUs
     sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 0
     gpus: Optional[List[int]] = None  # local backend: GPU ids of the server (null = after the trainer's)
 
@@ -105,6 +107,8 @@ class TrainerConfig(_Section):
     watchdog_timeout_s: float = 1800.0  # no heartbeat for this long = hung trainer (covers model load)
     extra_args: List[str] = field(default_factory=list)  # passed through to `accelerate launch`
     env: Dict[str, str] = field(default_factory=dict)  # exported into the trainer component only
+    cpus_per_gpu: Optional[int] = None  # CPUs per trainer GPU; null = the node's share (node CPUs x GPUs / node GPUs)
+    mem_per_gpu: Optional[str] = None  # memory per trainer GPU (64G, 500M); null = the node's share, like CPUs
     sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 1
     gpus: Optional[List[int]] = None  # local backend: GPU ids of the trainer (null = the first ones)
 
@@ -121,6 +125,7 @@ class DataConfig(_Section):
     name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
     split: str = "train"
     config_name: Optional[str] = None  # dataset configuration (subset) name
+    revision: Optional[str] = None  # hub revision of a hub dataset (branch, tag or commit); null = main
     max_samples: Optional[int] = None  # keep only the first N rows
 
 
@@ -138,6 +143,8 @@ class ClusterConfig(_Section):
     qos: Optional[str] = None
     time: str = "04:00:00"  # walltime: [D-]HH:MM:SS, MM:SS or minutes
     constraint: Optional[str] = None
+    exclusive: bool = False  # whole nodes for every component (--exclusive --mem=0) instead of their GPU share
+    network_interface: Optional[str] = None  # ib0, hsn0...: server address, rendezvous, NCCL/Gloo; null = the node name's
     sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for both components
     setup: List[str] = field(default_factory=list)  # shell lines run before each component (module load ...)
     env: Dict[str, str] = field(default_factory=dict)  # exported into both components (no secrets here)
@@ -145,6 +152,8 @@ class ClusterConfig(_Section):
         default_factory=lambda: ["HF_TOKEN", "WANDB_API_KEY"]
     )  # names passed from your environment into the job, never written anywhere
     python: Optional[str] = None  # interpreter on the nodes; null = the one running the launcher
+    offline: bool = False  # nodes without internet: stage the hub model + dataset into hf_home at submission (docs/offline.md)
+    hf_home: Optional[str] = None  # the Hugging Face cache the nodes share (HF_HOME); null = $HF_HOME, else ~/.cache/huggingface
     job_root: str = "jobs"  # job folders go under <job_root>/<name>/
     signal_before_end_s: int = 300  # USR2 this long before walltime: checkpoint, then requeue
     max_requeues: int = 3  # requeues after preemption or walltime (0 = never)

@@ -6,8 +6,9 @@ heavy imports.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, Optional, Union
 
+from launcher import hub_cache
 from launcher.config.compose import as_launch_config
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig, Mode, ServerConfig, TrainerConfig
@@ -15,7 +16,9 @@ from launcher.plan.commands import preflight_command, serve_command, server_step
 from launcher.plan.placeholders import JOB_DIR, marker
 from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
 from launcher.validate.problems import Facts, InvalidConfig
+from launcher.validate.resources import ResourceRequest, component_request
 from launcher.validate.rules import validate
+from launcher.validate.sbatch_options import SBATCH_SHORT
 from launcher.walltime import parse_walltime
 
 
@@ -28,14 +31,18 @@ def _sbatch_common(cluster: ClusterConfig) -> dict[str, Any]:
     return flags
 
 
-def _component_sbatch(cfg: LaunchConfig, comp: Union[ServerConfig, TrainerConfig], uses_gpus: bool) -> dict[str, Any]:
+def _component_sbatch(cfg: LaunchConfig, comp: Union[ServerConfig, TrainerConfig], uses_gpus: bool,
+                      request: Optional[ResourceRequest]) -> dict[str, Any]:
     flags = _sbatch_common(cfg.cluster)
     flags["nodes"] = comp.nodes
     flags["ntasks-per-node"] = 1
     if uses_gpus:
         flags["gpus-per-node"] = comp.gpus_per_node
+    if request is not None:
+        flags.update(request.sbatch())
     for key, value in {**cfg.cluster.sbatch, **comp.sbatch}.items():
-        flags[str(key).lstrip("-")] = value
+        bare = str(key).lstrip("-")
+        flags[SBATCH_SHORT.get(bare, bare)] = value  # the user's flag wins (in the launcher's place, if it has one)
     return flags
 
 
@@ -62,7 +69,14 @@ def _policies(cfg: LaunchConfig) -> Policies:
         server_port=server.port, server_host=server.host, group_port=trainer.group_port,
         main_process_port=trainer.main_process_port,
         requeue_on_node_failure=bool(cluster.requeue_on_node_failure),
-        preflight_prompts=int(trainer.preflight_prompts))
+        preflight_prompts=int(trainer.preflight_prompts), network_interface=cluster.network_interface)
+
+
+def _job_env(cfg: LaunchConfig) -> dict[str, str]:
+    """cluster.env, after the Hugging Face cache the job reads (and, offline, the offline switches)."""
+    cluster = cfg.cluster
+    cache = hub_cache.job_env(cluster.hf_home, bool(cluster.offline)) if cluster.hf_home else {}
+    return {**cache, **cluster.env}
 
 
 def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python: str = "python3") -> Plan:
@@ -85,15 +99,17 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
     preflight = bool(trainer.preflight)
     trainer_execs = preflight_command(python) if preflight else train_command(cfg, python)
     components = []
+    requests = {name: None if local else component_request(cfg, name, facts) for name in ("server", "trainer")}
     if server_mode:
         components.append(Component(
             name="server", het_group=0, nodes=server.nodes, gpus_per_node=server.gpus_per_node,
-            sbatch=_component_sbatch(cfg, server, uses_gpus), env=dict(server.env),
-            step=server_step(python), execs=serve_command(cfg), gpus=server_gpus))
+            sbatch=_component_sbatch(cfg, server, uses_gpus, requests["server"]), env=dict(server.env),
+            step=server_step(python), execs=serve_command(cfg), gpus=server_gpus, resources=requests["server"]))
     components.append(Component(
         name="trainer", het_group=1 if server_mode else None, nodes=trainer.nodes,
-        gpus_per_node=trainer.gpus_per_node, sbatch=_component_sbatch(cfg, trainer, uses_gpus),
-        env=dict(trainer.env), step=trainer_step(python), execs=trainer_execs, gpus=trainer_gpus))
+        gpus_per_node=trainer.gpus_per_node, sbatch=_component_sbatch(cfg, trainer, uses_gpus, requests["trainer"]),
+        env=dict(trainer.env), step=trainer_step(python), execs=trainer_execs, gpus=trainer_gpus,
+        resources=requests["trainer"]))
 
     job_sbatch: dict[str, Any] = {
         "job-name": cfg.name,
@@ -107,12 +123,12 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
     return Plan(
         name=cfg.name, backend=Backend(cluster.backend).value, mode=Mode(cfg.mode).value,
         device=Device(cfg.device).value, walltime_s=parse_walltime(cluster.time), python=python,
-        components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=dict(cluster.env),
+        components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=_job_env(cfg),
         secret_env=list(cluster.secret_env), grpo=_grpo(cfg), preflight=preflight, policies=_policies(cfg),
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code),
         data=DataSpec(name_or_path=cfg.data.name_or_path, split=cfg.data.split, config_name=cfg.data.config_name,
-                      max_samples=cfg.data.max_samples),
+                      max_samples=cfg.data.max_samples, revision=cfg.data.revision),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
                           weights=None if cfg.reward.weights is None else list(cfg.reward.weights)),
-        warnings=warnings)
+        warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home)

@@ -20,13 +20,21 @@ def what_is_trained(plan: Any) -> list[str]:
         model += f", revision {m.revision}" if m.revision else ", revision: the latest on main"
     model += ", trust_remote_code)" if m.trust_remote_code else ")"
     data = f"  data:    {d.name_or_path} ({_where(d.name_or_path)}), split {d.split}"
+    if d.revision and not looks_local(d.name_or_path):
+        data += f", revision {d.revision}"
     if d.config_name:
         data += f", config {d.config_name}"
     data += f", first {d.max_samples} rows" if d.max_samples is not None else ", all rows"
     weights = r.weights if r.weights is not None else [1.0] * len(r.funcs)
     rewards = ", ".join(f"{f} x {w:g}" for f, w in zip(r.funcs, weights))
     note = "" if r.weights is not None else " (TRL's default weights)"
-    return [model, data, f"  rewards: {rewards}{note}"]
+    lines = [model, data, f"  rewards: {rewards}{note}"]
+    if plan.offline:
+        lines.append(f"  offline: hub repos staged into {plan.hf_home} at submission (what is there is skipped); "
+                     "the job runs with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1")
+    if plan.env:
+        lines.append(f"  env (every component): {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in plan.env.items())}")
+    return lines
 
 
 def render_plan(plan: Any) -> str:
@@ -38,17 +46,22 @@ def render_plan(plan: Any) -> str:
         where = f"het group {c.het_group}" if c.het_group is not None else "job"
         gpus = f", GPUs {c.gpus}" if c.gpus is not None else ""
         lines.append(f"  {c.name:<8} {where}: {c.nodes} node(s) x {c.gpus_per_node} GPU(s){gpus}")
+        r = getattr(c, "resources", None)
+        if r is not None:
+            lines.append(f"           asks: CPUs {r.cpus_why}; memory {r.mem_why}")
         lines.append(f"           runs: {shlex.join(c.execs)}")
         if c.env:
             lines.append(f"           env:  {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in c.env.items())}")
     p = plan.policies
+    interface = getattr(p, "network_interface", None)
+    bind = p.server_host or (f"the address of {interface}" if interface else "node cluster address")
     lines.append("  policies: "
                  f"server health within {p.startup_timeout_s:g} s (dead after {p.health_grace_s:g} s silent), "
                  f"trainer watchdog {p.watchdog_timeout_s:g} s, checkpoint {p.checkpoint_timeout_s:g} s, "
                  f"stop grace {p.stop_grace_s:g} s")
     lines.append(f"            USR2 {p.signal_before_end_s} s before walltime; max requeues {p.max_requeues}; "
                  f"server port {p.server_port or 'free port on the node'}; "
-                 f"bind {p.server_host or 'node cluster address'}; "
+                 f"bind {bind}; "
                  f"weight-sync port {p.group_port or 'free port on trainer rank 0'}")
     grpo = " ".join(f"{k}={v}" for k, v in plan.grpo.items())
     lines.append(f"  grpo: {grpo}")

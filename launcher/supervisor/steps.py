@@ -13,10 +13,11 @@ import shlex
 import signal
 import subprocess
 from pathlib import Path
-from typing import IO, Optional, Protocol
+from typing import IO, Mapping, Optional, Protocol
 
 from launcher.jobfolder.logs import tail_text
 from launcher.plan.plan import Component, Plan
+from launcher.slurm.allocation import component_cpus
 from launcher.slurm.transient import srun_transient_line
 from launcher.supervisor.clock import Clock, RealClock
 
@@ -144,12 +145,18 @@ class SlurmSteps:
     def __init__(self, plan: Plan):
         self.plan = plan
 
-    def argv(self, component: Component) -> list[str]:
+    def argv(self, component: Component, env: Optional[Mapping[str, str]] = None) -> list[str]:
         argv = ["srun"]
         if self.plan.heterogeneous:
             argv.append(f"--het-group={component.het_group}")
         argv += [f"--nodes={component.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
                  "--export=ALL", f"--job-name={self.plan.name}-{component.name}"]
+        # the step's one task per node gets all of the component's CPUs there (srun 22.05 does not take
+        # --cpus-per-task from sbatch; a confined step would otherwise be bound to one CPU)
+        cpus = component_cpus(os.environ if env is None else env,
+                              component.het_group if self.plan.heterogeneous else None)
+        if cpus is not None:
+            argv.append(f"--cpus-per-task={cpus}")
         if component.nodes > 1:
             argv.append("--label")
         return argv + _wrapped(self.plan, component)

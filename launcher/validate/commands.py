@@ -18,6 +18,8 @@ SERVER_OWNED_FLAGS = {
     "enforce-eager": "server.enforce_eager", "trust-remote-code": "model.trust_remote_code",
     "distributed-executor-backend": "server.distributed_executor_backend",
 }
+# vLLM's own multi-node launch (`vllm serve --nnodes N --node-rank K --headless`): nothing starts the other nodes
+MULTI_NODE_FLAGS = ("nnodes", "node-rank", "headless", "master-addr", "master-port", "data-parallel-address")
 # `accelerate launch` flags the launcher sets from the topology
 TRAINER_OWNED_FLAGS = {
     "config-file": "trainer.strategy", "num-machines": "trainer.nodes",
@@ -43,6 +45,10 @@ def check_extra_args(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
             if flag in SERVER_OWNED_FLAGS:
                 problems.append(Problem(("server.extra_args",),
                                         f"{arg} is set by the launcher; use {SERVER_OWNED_FLAGS[flag]} instead"))
+            elif flag in MULTI_NODE_FLAGS:
+                problems.append(Problem(("server.extra_args",),
+                                        f"{arg} is vLLM's multi-node launch, and the launcher starts no other server "
+                                        "node: a server spans one node (docs/cluster-cookbook.md)"))
             elif flag == "api-key":
                 problems.append(Problem(("server.extra_args",),
                                         "--api-key breaks training: TRL's client sends no key, so /v1/* answers 401 "

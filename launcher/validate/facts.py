@@ -1,5 +1,6 @@
-"""What can be learned cheaply about where a job will run, for validation: the GPUs of this machine (the
-local backend) or the partitions sinfo lists (Slurm). One command each.
+"""What can be learned cheaply about where a job will run, for validation and the components' CPU and
+memory requests: the GPUs of this machine (the local backend) or the partitions sinfo lists (Slurm: GPUs,
+CPUs and memory per node, node counts, time limits). One command each.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from launcher.config.schema import Backend, LaunchConfig
 from launcher.node import gpu_count
@@ -33,22 +35,41 @@ def local_gpu_count() -> int:
     return gpu_count()
 
 
+SINFO_FORMAT = "%R|%G|%D|%l|%P|%c|%m"  # partition, GRES, nodes, time limit, name (* = default), CPUs, memory MB
+
+
+def _gpus(gres: str) -> int:
+    gpus = 0
+    for item in gres.split(","):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu" and fields[-1].isdigit():
+            gpus = max(gpus, int(fields[-1]))
+    return gpus
+
+
+def _count(text: str) -> Optional[int]:
+    """sinfo's CPUs/memory of a node group ("64", or "64+" for mixed nodes with -s: the smallest)."""
+    text = text.strip().rstrip("+")
+    return int(text) if text.isdigit() else None
+
+
 def parse_sinfo(text: str) -> tuple[dict[str, dict], str | None]:
-    """`sinfo -h -o '%R|%G|%D|%l|%P'` -> ({partition: {gpus_per_node, nodes, max_time_s}}, default)."""
+    """`sinfo -h -o SINFO_FORMAT` -> ({partition: {gpus_per_node, nodes, max_time_s[, cpus_per_node,
+    mem_mb_per_node]}}, default). sinfo prints one line per group of like nodes; GPUs per node is the
+    largest group's, and CPUs and memory per node are those of the nodes with the most GPUs (the smallest
+    such nodes when several groups tie): what a GPU component lands on. Lines without the last two fields
+    (the format of older launchers) give no CPU or memory facts."""
     partitions: dict[str, dict] = {}
+    best: dict[str, tuple] = {}  # partition -> (gpus, cpus, mem) of the node group CPUs/memory come from
     default = None
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) != 5:
+        if len(parts) not in (5, 7):
             continue
-        name, gres, nodes, limit, shown = parts
+        name, gres, nodes, limit, shown = parts[:5]
         if shown.endswith("*"):
             default = name
-        gpus = 0
-        for item in gres.split(","):
-            fields = item.split("(")[0].split(":")
-            if fields[0] == "gpu" and fields[-1].isdigit():
-                gpus = max(gpus, int(fields[-1]))
+        gpus = _gpus(gres)
         try:
             max_time = None if limit in ("infinite", "UNLIMITED", "n/a") else parse_walltime(limit)
         except ValueError:
@@ -56,11 +77,20 @@ def parse_sinfo(text: str) -> tuple[dict[str, dict], str | None]:
         entry = partitions.setdefault(name, {"gpus_per_node": 0, "nodes": 0, "max_time_s": max_time})
         entry["gpus_per_node"] = max(entry["gpus_per_node"], gpus)
         entry["nodes"] += int(nodes) if nodes.isdigit() else 0
+        if len(parts) == 7:
+            cpus, mem = _count(parts[5]), _count(parts[6])
+            if cpus is None or mem is None:
+                continue
+            # more GPUs first; among equals, the smaller node (a component must fit any of them)
+            key = (gpus, -cpus, -mem)
+            if name not in best or key > best[name]:
+                best[name] = key
+                entry["cpus_per_node"], entry["mem_mb_per_node"] = cpus, mem
     return partitions, default
 
 
 def slurm_facts() -> Facts:
-    """Partitions, their GPUs per node, node counts and time limits, when sinfo answers."""
+    """Partitions, their GPUs, CPUs and memory per node, node counts and time limits, when sinfo answers."""
     if shutil.which("sinfo") is None:
         return Facts()
     conf = os.environ.get("SLURM_CONF")
@@ -69,7 +99,7 @@ def slurm_facts() -> Facts:
     out = None
     for attempt in range(2):  # one more try after a moment: slurmctld may be restarting
         try:
-            out = subprocess.run(["sinfo", "-h", "-o", "%R|%G|%D|%l|%P"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run(["sinfo", "-h", "-o", SINFO_FORMAT], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             out = None
         if out is not None and out.returncode == 0:
@@ -81,7 +111,8 @@ def slurm_facts() -> Facts:
         return Facts(slurm_error=f"sinfo says: {out.stderr.strip().splitlines()[-1]}")
     if out is None or out.returncode != 0:
         # unknown facts skip the partition checks; say so rather than pretend they ran
-        print("launcher: note: sinfo did not answer; partition, GPU and time-limit checks skipped", file=sys.stderr)
+        print("launcher: note: sinfo did not answer; partition, GPU and time-limit checks skipped, and each "
+              "component asks for whole nodes (docs/cluster-cookbook.md)", file=sys.stderr)
         return Facts()
     partitions, default = parse_sinfo(out.stdout)
     return Facts(partitions=partitions or None, default_partition=default)

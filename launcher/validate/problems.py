@@ -25,7 +25,8 @@ class Facts:
     """What the backend could learn about where the job will run (None = unknown)."""
 
     local_gpus: Optional[int] = None  # GPUs on this machine (local backend)
-    partitions: Optional[dict[str, dict[str, Any]]] = None  # sinfo: name -> {"gpus_per_node": int, "nodes": int}
+    # sinfo: name -> {"gpus_per_node", "nodes", "max_time_s", and when sinfo said: "cpus_per_node", "mem_mb_per_node"}
+    partitions: Optional[dict[str, dict[str, Any]]] = None
     default_partition: Optional[str] = None
     slurm_error: Optional[str] = None  # sinfo's error when this machine has no Slurm configuration
     job_python: Optional[str] = None  # the interpreter the nodes run (cluster.python, else the launcher's)

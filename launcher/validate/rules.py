@@ -3,7 +3,7 @@
 Each rule reads the typed config (launcher.config.schema.LaunchConfig) and the facts the backend could
 gather (`Facts`: GPUs on this machine, partitions from sinfo, ...), and returns Problems that name the
 key(s) to change and the numbers involved. The rules live by topic (topology, grpo, commands, names,
-files, env, slurm); they do no I/O of their own except reading a local model's config.json and checking
+files, env, slurm, resources, network); they do no I/O of their own except reading a local model's config.json and checking
 that local paths exist.
 """
 
@@ -19,9 +19,11 @@ from launcher.validate.commands import check_extra_args, check_reward_modules, c
 from launcher.validate.env import check_env
 from launcher.validate.files import check_local_files, check_paths
 from launcher.validate.grpo import (check_grpo_batch, check_grpo_counts, check_grpo_fields, check_grpo_ranges,
-                                    check_lengths, grpo_fields)
+                                    check_lengths, check_model_context, grpo_fields)
 from launcher.validate.names import check_name, check_ports, check_timeouts, check_walltime
+from launcher.validate.network import check_network_interface
 from launcher.validate.problems import EXIT_INVALID_CONFIG, Facts, InvalidConfig, Problem
+from launcher.validate.resources import check_resources
 from launcher.validate.slurm import check_sbatch, check_slurm_controller, check_slurm_facts
 from launcher.validate.topology import (check_counts, check_data_parallel_dense, check_local_gpus,
                                         check_server_settings, check_server_topology, check_tensor_parallel_heads)
@@ -32,8 +34,8 @@ RULES: tuple[Rule, ...] = (
     check_slurm_controller, check_name, check_counts, check_server_topology, check_tensor_parallel_heads, check_data_parallel_dense,
     check_grpo_fields, check_grpo_counts, check_grpo_batch, check_lengths, check_extra_args, check_walltime,
     check_timeouts, check_server_settings, check_ports, check_paths, check_local_files, check_rewards, check_env,
-    check_sbatch, check_local_gpus, check_slurm_facts,
-    check_grpo_ranges, check_reward_modules,
+    check_sbatch, check_local_gpus, check_slurm_facts, check_resources, check_network_interface,
+    check_grpo_ranges, check_reward_modules, check_model_context,
 )
 
 

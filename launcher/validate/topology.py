@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from launcher import hub_cache
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, LaunchConfig, Mode
+from launcher.paths import looks_local
 from launcher.validate.problems import Facts, Problem
 
 
@@ -45,21 +47,38 @@ def check_server_topology(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
             ("server.tensor_parallel_size", "server.data_parallel_size", "server.nodes", "server.gpus_per_node"),
             f"TP x DP = {tp} x {dp} = {tp * dp} must equal the server's GPUs, "
             f"nodes x gpus_per_node = {nodes} x {gpn} = {nodes * gpn}"))
-    elif nodes > 1 and s.distributed_executor_backend != "ray":
-        problems.append(Problem(
-            ("server.nodes", "server.distributed_executor_backend"),
-            f"TP x DP = {tp * dp} spans {nodes} nodes; vLLM's default executor is single-node: "
-            f"use server.nodes=1 with gpus_per_node={tp * dp}, or set server.distributed_executor_backend=ray"))
+    elif nodes > 1:
+        problems.append(Problem(("server.nodes",), multi_node_server_message(tp, dp, nodes)))
     return problems
 
 
-def read_model_config(name_or_path: str) -> Optional[dict]:
-    """config.json of a local model folder, or None when it is not a readable local folder."""
-    path = Path(os.path.expanduser(name_or_path)) / "config.json"
+def multi_node_server_message(tp: int, dp: int, nodes: int) -> str:
+    """Why a server over several nodes is refused, and what to do instead (docs/cluster-cookbook.md)."""
+    return (f"a server over {nodes} nodes (TP x DP = {tp} x {dp}) is not supported: the launcher starts vLLM "
+            "on one node and nothing in the job starts a Ray cluster or vLLM's --nnodes/--headless workers "
+            "(server.distributed_executor_backend=ray would find no Ray cluster). Set server.nodes=1 with "
+            f"server.gpus_per_node = TP x DP = {tp * dp} on a node that has that many GPUs; for a model too big "
+            "for one node's GPUs, use a quantized or smaller model (docs/cluster-cookbook.md, multi-node servers)")
+
+
+def model_config(cfg: LaunchConfig) -> Optional[tuple[dict, str]]:
+    """The model's config.json and where it was read: a local model folder, else the snapshot of the hub id
+    at model.revision in cluster.hf_home's cache (staged there, or there already); None when neither is."""
+    name = cfg.model.name_or_path
     try:
-        return json.loads(path.read_text())
+        return json.loads((Path(os.path.expanduser(name)) / "config.json").read_text()), f"{name}/config.json"
     except (OSError, ValueError):
-        return None
+        pass
+    if cfg.cluster.hf_home and not looks_local(name):
+        cached = hub_cache.model_config(hub_cache.hub_dir(cfg.cluster.hf_home), name, cfg.model.revision)
+        if cached is not None:
+            return cached[0], str(cached[1])
+    return None
+
+
+def read_model_config(cfg: LaunchConfig) -> Optional[dict]:
+    found = model_config(cfg)
+    return found[0] if found else None
 
 
 def _text_config(model_cfg: dict) -> dict:
@@ -70,10 +89,11 @@ def _text_config(model_cfg: dict) -> dict:
 def check_tensor_parallel_heads(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     if cfg.mode != Mode.server:
         return []
-    model_cfg = read_model_config(cfg.model.name_or_path)
+    found = model_config(cfg)
     tp = cfg.server.tensor_parallel_size
-    if model_cfg is None or not isinstance(tp, int) or tp < 1:
+    if found is None or not isinstance(tp, int) or tp < 1:
         return []
+    model_cfg, source = found
     text = _text_config(model_cfg)
     heads = text.get("num_attention_heads")
     kv_heads = text.get("num_key_value_heads", heads)
@@ -81,8 +101,7 @@ def check_tensor_parallel_heads(cfg: LaunchConfig, facts: Facts) -> list[Problem
     if isinstance(heads, int) and heads % tp:
         problems.append(Problem(
             ("server.tensor_parallel_size",),
-            f"TP = {tp} must divide the model's attention heads ({heads}, from "
-            f"{cfg.model.name_or_path}/config.json)"))
+            f"TP = {tp} must divide the model's attention heads ({heads}, from {source})"))
     elif isinstance(kv_heads, int) and kv_heads % tp and tp % kv_heads:
         problems.append(Problem(
             ("server.tensor_parallel_size",),
@@ -96,7 +115,7 @@ def check_data_parallel_dense(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
         return []
     if not isinstance(dp, int) or dp < 1:
         return []
-    model_cfg = read_model_config(cfg.model.name_or_path)
+    model_cfg = read_model_config(cfg)
     moe_keys = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
     if model_cfg is not None and any(_text_config(model_cfg).get(k) for k in moe_keys):
         return []
@@ -138,7 +157,7 @@ def check_local_gpus(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     return problems
 
 
-EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
+EXECUTOR_BACKENDS = ("mp", "uni")  # one node's executors (`ray` needs a Ray cluster nothing here starts)
 
 
 def check_server_settings(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
@@ -147,9 +166,14 @@ def check_server_settings(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
         return []
     problems = []
     backend = cfg.server.distributed_executor_backend
-    if backend is not None and backend not in EXECUTOR_BACKENDS:
+    if backend == "ray":
         problems.append(Problem(("server.distributed_executor_backend",),
-                                f"{backend!r} is not one of vLLM's executors ({', '.join(EXECUTOR_BACKENDS)}) or null"))
+                                "'ray' needs a Ray cluster, and nothing in the job starts one; leave it null (vLLM's "
+                                "multiprocessing executor runs TP x DP on the server's node) or set mp"))
+    elif backend is not None and backend not in EXECUTOR_BACKENDS:
+        problems.append(Problem(("server.distributed_executor_backend",),
+                                f"{backend!r} is not one of the executors the server can use "
+                                f"({', '.join(EXECUTOR_BACKENDS)}) or null"))
     util = cfg.server.gpu_memory_utilization
     if not 0 < util <= 1:
         problems.append(Problem(("server.gpu_memory_utilization",), f"must be in (0, 1], got {util}"))
