@@ -26,6 +26,13 @@ OFFLINE = ("OSError: We couldn't connect to 'https://huggingface.co' to load the
     # torch elastic: [rankN]: prefixes, then ChildFailedError with its "Root Cause" table
     ("trl_accelerate_2proc.log", "ValueError: generation_batch_size (6) must be divisible by num_generations (4)."),
     ("trainer_reward_keyerror.log", "KeyError: '3700'"),
+    # pydantic's ValidationError says what failed on the line after it
+    ("vllm_max_model_len.log", "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
+                               "Value error, User-specified max_model_len (4096) is greater than the derived "
+                               "max_model_len (max_position_embeddings=2048.0 or model_max_length=None in model's "
+                               "config.json). To allow overriding this maximum, set the env var "
+                               "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with "
+                               "extreme cau..."),  # cut at CAUSE_CHARS
     ("plain_python.log", "ValueError: settings are not JSON: Expecting property name enclosed in double quotes: "
                          "line 1 column 2 (char 1)"),
 ])

@@ -22,6 +22,8 @@ _PREFIX = re.compile(r"^(?:\([\w.-]+ pid=\d+\) ?|\[rank\d+\]: ?|"
 _TRACEBACK = "Traceback (most recent call last):"
 # "ValueError: ...", "huggingface_hub.errors.LocalEntryNotFoundError: ...", a bare "KeyboardInterrupt"
 _EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?::(?: .*)?)?$")
+# pydantic's "ValidationError: 1 validation error for ModelConfig" (vLLM's config checks): the reason follows
+_PYDANTIC = re.compile(r"ValidationError: \d+ validation errors? for \w+$")
 # exceptions that only say that something else failed: a launcher's, or vLLM's "see above"
 _WRAPPER = re.compile(r"See root cause above|See stack trace for root cause|^subprocess\.CalledProcessError: "
                       r"Command .* returned non-zero exit status|ChildFailedError|^SystemExit\b|^KeyboardInterrupt\b")
@@ -67,7 +69,10 @@ def _exception_lines(lines: list[str]) -> list[str]:
             while j < len(lines) and (lines[j][:1] in (" ", "\t") or not lines[j].strip()):
                 j += 1  # the frames (indented), and the carets under them
             if j < len(lines) and _EXCEPTION.match(lines[j].rstrip()):
-                found.append(lines[j].rstrip())
+                line = lines[j].rstrip()
+                if _PYDANTIC.search(line) and j + 1 < len(lines) and lines[j + 1].strip():
+                    line += ": " + lines[j + 1].strip()  # pydantic puts the reason on the next line
+                found.append(line)
             i = j
         else:
             i += 1
