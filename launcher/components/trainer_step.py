@@ -11,7 +11,9 @@ The decisions, made here and nowhere after (launcher.train reads them):
 
 For that last command it fills the plan's placeholders on the node (machine rank, rank-0 address and
 port, TRL's packaged accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM
-workers dial the trainer's rank 0 for the NCCL weight-sync group). The job folder reaches the trainer in
+workers dial the trainer's rank 0 for the NCCL weight-sync group), on cluster.network_interface if set
+(launcher.components.network). Before it execs, the node's hygiene runs, the local ranks share the CPUs
+the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), and the node record is written. The job folder reaches the trainer in
 LAUNCHER_JOB_DIR, as it reached this step.
 """
 
@@ -21,12 +23,15 @@ import importlib.util
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
-from launcher.components.common import become, decide_device
+from launcher.components.common import become, decide_device, describe_node, node_setup, write_node_record
+from launcher.components.cpus import thread_env
+from launcher.components.network import network_env, publish_rendezvous, step_address, wait_rendezvous
 from launcher.jobfolder.layout import load_plan
-from launcher.node import free_port, gpu_count, node_address, slurm_hostnames
+from launcher.node import NoSuchInterface, free_port, gpu_count, slurm_hostnames
 from launcher.plan import placeholders
 from launcher.plan.plan import Plan
 
@@ -34,6 +39,7 @@ NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (
 NO_CUDA_PREFLIGHT = "no CUDA device"  # the preflight's recorded reason (preflight.json "reason")
 PLAN_PREFLIGHT = "trainer.preflight=true"
 EXIT_UNUSABLE = 2  # as launcher.train's: the job cannot run as planned
+STEP_STARTED = time.time()  # a rendezvous.json older than this step is an earlier start's
 
 
 def trl_accelerate_configs() -> str:
@@ -52,18 +58,27 @@ def node_rank() -> int:
     return 0 if on_one_machine() else int(os.environ.get("SLURM_NODEID", "0"))
 
 
-def rendezvous(plan: Plan) -> tuple[int, str, int]:
-    """(machine rank, main process address, main process port) of this node."""
+def rendezvous(plan: Plan, address: str, attempt_dir: Optional[Path] = None) -> tuple[int, str, int]:
+    """(machine rank, main process address, main process port) of this node; `address` is this node's own
+    (launcher.components.network.step_address). On cluster.network_interface, node 0 publishes its address
+    for the others (rendezvous.json); without it, they resolve node 0's name."""
     if on_one_machine():
         return 0, "127.0.0.1", plan.policies.main_process_port or free_port("127.0.0.1")
-    hosts = slurm_hostnames(os.environ["SLURM_JOB_NODELIST"])  # this component's nodes in this step
     rank = node_rank()
-    main_ip = node_address() if rank == 0 else socket.gethostbyname(hosts[0])
     port = plan.policies.main_process_port
     if port is None:
         # every node must agree without talking: derive it from the job id
         port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
-    return rank, main_ip, port
+    several = plan.component("trainer").nodes > 1
+    if rank == 0:
+        if several and plan.policies.network_interface and attempt_dir is not None:
+            publish_rendezvous(attempt_dir, address, port)
+        return 0, address, port
+    if plan.policies.network_interface and attempt_dir is not None:
+        main_ip, _ = wait_rendezvous(attempt_dir, since=STEP_STARTED - 1)
+        return rank, main_ip, port
+    hosts = slurm_hostnames(os.environ["SLURM_JOB_NODELIST"])  # this component's nodes in this step
+    return rank, socket.gethostbyname(hosts[0]), port
 
 
 def preflight_reason(plan: Plan, device: str) -> Optional[str]:
@@ -77,45 +92,68 @@ def preflight_reason(plan: Plan, device: str) -> Optional[str]:
     return NO_CUDA_PREFLIGHT
 
 
-def train_argv(plan: Plan) -> list[str]:
+def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None) -> list[str]:
     """The plan's `accelerate launch ... -m launcher.train` with this node's rendezvous filled in."""
-    rank, main_ip, main_port = rendezvous(plan)
+    rank, main_ip, main_port = rendezvous(plan, address, attempt_dir)
     return placeholders.fill(list(plan.component("trainer").execs), {
         placeholders.MACHINE_RANK: rank, placeholders.MAIN_PROCESS_IP: main_ip,
         placeholders.MAIN_PROCESS_PORT: main_port, placeholders.TRL_ACCELERATE_CONFIGS: trl_accelerate_configs()})
 
 
+def local_ranks(plan: Plan, argv: list[str]) -> int:
+    """Processes this node runs: one per GPU under accelerate, else one."""
+    return plan.component("trainer").gpus_per_node if "accelerate.commands.launch" in argv else 1
+
+
 def main() -> None:
-    plan = load_plan(Path(os.environ["LAUNCHER_JOB_DIR"]))
+    job_dir = Path(os.environ["LAUNCHER_JOB_DIR"])
+    attempt_dir = Path(os.environ["LAUNCHER_ATTEMPT_DIR"]) if os.environ.get("LAUNCHER_ATTEMPT_DIR") else None
+    plan = load_plan(job_dir)
     rank = node_rank()
     env = dict(os.environ)
-    env["VLLM_HOST_IP"] = node_address()
+    record = node_setup(plan, "trainer", env, job_dir)
+    try:
+        address = step_address(plan)
+    except NoSuchInterface as error:
+        print(f"trainer: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_UNUSABLE)
+    env["VLLM_HOST_IP"] = address
+    record.update(address=address, network=network_env(plan, address, env))
     if plan.policies.group_port:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
     device = decide_device(plan, env)
     reason = preflight_reason(plan, device)
     if reason == NO_CUDA_PREFLIGHT:
         print(NO_CUDA, flush=True)
+    argv: Optional[list[str]] = None
     if reason:
         if rank > 0:
             print(f"trainer node {rank}: preflight runs on node 0 only", flush=True)
-            return
-        argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
+        else:
+            argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
     elif device == "cpu":
         # trainer.use_vllm=false on CPU (tests, debugging): one plain process, no accelerate
         if rank > 0:
             print(f"trainer node {rank}: CPU training runs on node 0 only", flush=True)
-            return
-        print("trainer: no CUDA device here, training on CPU with generation inside the trainer"
-              if plan.device == "auto" else "trainer: device=cpu, training on CPU with generation inside the trainer",
-              flush=True)
-        argv = [plan.python, "-u", "-m", "launcher.train"]
+        else:
+            print("trainer: no CUDA device here, training on CPU with generation inside the trainer"
+                  if plan.device == "auto" else "trainer: device=cpu, training on CPU with generation inside the "
+                  "trainer", flush=True)
+            argv = [plan.python, "-u", "-m", "launcher.train"]
     else:
         if plan.device == "cuda" and gpu_count() == 0:
             print("trainer: device=cuda but this node shows no NVIDIA GPU (CUDA_VISIBLE_DEVICES="
                   f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})", file=sys.stderr, flush=True)
             sys.exit(EXIT_UNUSABLE)
-        argv = train_argv(plan)
+        argv = train_argv(plan, address, attempt_dir)
+    ranks = local_ranks(plan, argv or [])
+    record.update(local_ranks=ranks if argv else 0, threads=thread_env(record["cpus_seen"], ranks, env))
+    print(f"trainer: {describe_node(record)}, {ranks} local rank(s) x OMP_NUM_THREADS={env['OMP_NUM_THREADS']}",
+          file=sys.stderr, flush=True)
+    if attempt_dir is not None:
+        write_node_record(attempt_dir, record)
+    if argv is None:
+        return
     become("trainer", argv, env)
 
 

@@ -7,6 +7,7 @@
       supervisor.log server.log trainer.log        each component's log
       status.json result.json server.json          the supervisor's phase, the attempt's end, the server's address
       heartbeat.json metrics.jsonl versions.json preflight.json checkpoint.request checkpoint.done
+      node-<component>-<host>.json rendezvous.json  each step's node record; trainer node 0's fabric address
 """
 
 # the job folder
@@ -33,8 +34,15 @@ VERSIONS = "versions.json"
 PREFLIGHT = "preflight.json"
 CHECKPOINT_REQUEST = "checkpoint.request"
 CHECKPOINT_DONE = "checkpoint.done"
+RENDEZVOUS = "rendezvous.json"  # trainer node 0's address on cluster.network_interface, for the other nodes
 
 
 def component_log(component: str) -> str:
     """server.log, trainer.log, supervisor.log."""
     return f"{component}.log"
+
+
+def node_record(component: str, host: str) -> str:
+    """node-server-node1.json: what a component's step saw and did on one node (CPUs, threads, address,
+    hygiene), written by its wrapper before it execs."""
+    return f"node-{component}-{host}.json"

@@ -1,11 +1,15 @@
-"""versions.json: the packages, Python, host and CUDA devices this trainer ran with (a record only)."""
+"""versions.json: the packages, Python, host, CPUs, threads and CUDA devices this trainer ran with (a record
+only)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 from typing import Any, Optional
+
+from launcher.node import cpus_seen
 
 VERSION_PACKAGES = ("launcher", "trl", "vllm", "torch", "transformers", "accelerate", "datasets")
 
@@ -26,6 +30,9 @@ def collect_versions(device: str) -> dict:
     versions["python"] = platform.python_version()
     versions["host"] = socket.gethostname()
     versions["device"] = device
+    # what this process may run on (its CPU affinity: a confined step's CPUs) and the threads it was given
+    versions["cpus_seen"] = cpus_seen()
+    versions["threads"] = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     devices: list[str] = []
     try:
         import torch
