@@ -17,9 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from launcher.sweep.manifest import Manifest, point_key, retire_job, upsert
+from launcher.sweep.points import PointConfigs, expand
 from launcher.sweep.resume import reconcile_submitting, resume_mode
+
+REPO = Path(__file__).resolve().parents[1]
 
 FAKES = {
     # sbatch: optional injected failures ($FAKE/fail_left x $FAKE/fail_message), optional slowness
@@ -48,7 +56,8 @@ done
 ''',
     "squeue": 'echo "$*" >> "$FAKE/squeue.calls"; cat "$FAKE/squeue.out" 2>/dev/null; exit 0\n',
     "scancel": 'echo "$*" >> "$FAKE/scancel.calls"\n',
-    "sinfo": "exit 1\n",  # no facts: validation skips the partition checks
+    "sinfo": 'echo "$*" >> "$FAKE/sinfo.calls"; exit 1\n',  # no facts: validation skips the partition checks
+    "git": 'echo "$*" >> "$FAKE/git.calls"; exit 1\n',  # "not a git repository" (counted: once per sweep)
     "scontrol": "exit 1\n",
 }
 
@@ -116,13 +125,17 @@ def test_sweep_submits_valid_points_reports_invalid_and_ends_with_a_table(fake, 
             assert p["status"] == "submitted" and p["job_id"] and Path(p["job_dir"]).is_dir()
             assert p["submitted_at"] and p["state"] == "PENDING"  # read once at the end (one sacct call)
             assert json.loads((Path(p["job_dir"]) / "sweep_point.json").read_text())["index"] == p["index"]
-            # each job got its own point's config (Hydra's composition is reused, never mixed up)
+            # each job got its own point's config (one composed config, each point's values set in turn)
             config = (Path(p["job_dir"]) / "config.yaml").read_text()
             assert f"tensor_parallel_size: {values[0]}\n" in config and f"data_parallel_size: {values[1]}\n" in config
         else:
             assert p["status"] == "rejected" and p["job_id"] is None
             assert "TP x DP" in p["reason"] and p["problems"][0]["keys"][0] == "server.tensor_parallel_size"
     assert len(fake.calls("sbatch")) == 3 and len(fake.calls("sacct")) == 1
+    # read once for the whole sweep, not once per point: sinfo (one read, with its one retry), git's snapshot
+    assert len(fake.calls("sinfo")) == 2 and len(fake.calls("git")) == 1
+    assert all((Path(p["job_dir"]) / "git.txt").read_text().startswith("not a git repository")
+               for p in points if p["job_dir"])
     # the end of the output: the table (point -> job id or reason -> job folder), plain text when piped
     tail = out.stdout[out.stdout.index("5 invalid point(s)"):]
     assert "\x1b[" not in out.stdout
@@ -278,3 +291,80 @@ def test_resume_modes():
     assert resume_mode("marked") == "marked"
     with pytest.raises(ValueError):
         resume_mode("sometimes")
+
+
+# ----------------------------------------------------------------------------- each point's config
+
+
+class CountingLoader:
+    """Hydra's config loader, counting the compositions asked of it."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.composed: list[list[str]] = []
+
+    def load_sweep_config(self, master, overrides):
+        self.composed.append(list(overrides))
+        return self.loader.load_sweep_config(master, overrides)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def point_configs(*overrides: str) -> tuple[PointConfigs, CountingLoader, list[list[str]]]:
+    """What the launcher plugin gets: Hydra's multirun config, the loader, every point's overrides."""
+    import hydra_plugins.launcher_sweep.plugins  # noqa: F401 - its ConfigStore nodes (conf/config.yaml selects them)
+
+    loader = CountingLoader(GlobalHydra.instance().config_loader())
+    master = loader.load_configuration("config", list(overrides), RunMode.MULTIRUN)
+    points = expand([str(o) for o in OmegaConf.to_container(master.hydra.overrides.task)], loader)
+    return PointConfigs(loader, master, points), loader, points
+
+
+@pytest.fixture
+def hydra_loader():
+    with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
+        yield
+
+
+def test_a_sweep_of_values_is_never_composed_again(hydra_loader):
+    configs, loader, points = point_configs("+experiment=deepmath", "server.tensor_parallel_size=1,2",
+                                            "grpo.learning_rate=1e-6,2e-6", "+grpo.seed=range(0,2)")
+    assert len(points) == 8 and loader.composed == []  # the multirun config is every point's base
+    for i, overrides in enumerate(points):
+        values = dict(o.lstrip("+").split("=", 1) for o in overrides)
+        cfg = configs.get(i)
+        assert cfg.server.tensor_parallel_size == int(values["server.tensor_parallel_size"])
+        assert cfg.grpo.learning_rate == float(values["grpo.learning_rate"]) and cfg.grpo.seed == int(values["grpo.seed"])
+        assert cfg.name == "deepmath" and "hydra" not in cfg
+
+
+def test_a_sweep_over_config_groups_composes_once_per_choice(hydra_loader):
+    configs, loader, points = point_configs("+experiment=deepmath", "cluster=slurm,local",
+                                            "server.tensor_parallel_size=1,2,4")
+    assert len(points) == 6 and [o[-1] for o in loader.composed] == ["cluster=slurm", "cluster=local"]
+    seen = [(str(configs.get(i).cluster.backend.value), configs.get(i).server.tensor_parallel_size)
+            for i in range(len(points))]
+    assert seen == [("slurm", 1), ("slurm", 2), ("slurm", 4), ("local", 1), ("local", 2), ("local", 4)]
+
+
+def test_a_point_that_cannot_compose_fails_the_sweep_before_anything_is_submitted(hydra_loader):
+    with pytest.raises(HydraException, match="tensor_parallel_size"):
+        point_configs("+experiment=deepmath", "server.tensor_parallel_size=1,abc")
+    with pytest.raises(HydraException, match="no_such_key"):
+        point_configs("+experiment=deepmath", "server.no_such_key=1,2")
+
+
+def test_hydra_interpolations_get_each_points_own_hydra_config(hydra_loader):
+    configs, loader, points = point_configs("+experiment=deepmath", "trainer.nodes=1,2", "name=run-${hydra:job.num}")
+    assert [configs.get(i).name for i in range(len(points))] == ["run-0", "run-1"]  # composed one by one
+
+
+def test_sweeps_use_no_hydra_internals():
+    """The sweep hooks into Hydra through its plugin API only: no hydra._internal, nothing patched."""
+    sources = [*REPO.glob("launcher/**/*.py"), *REPO.glob("hydra_plugins/**/*.py")]
+    for path in sources:
+        text = path.read_text()
+        assert "hydra._internal" not in text and "load_sweep_config =" not in text, path
+    config = (REPO / "conf" / "config.yaml").read_text()
+    assert "override hydra/launcher: launcher_sweep" in config and "override hydra/sweeper: launcher_sweep" in config

@@ -73,11 +73,18 @@ class QueueLauncher(Launcher):
         self.hydra_context: Any = None
         self.task_function: Any = None
         self.config: Any = None
+        self.sweep: Any = None  # the sweep the first batch opened (a sweeper may send several)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        from launcher.sweep.run import run_sweep
+        from hydra.core.utils import configure_log
 
-        return run_sweep(self.hydra_context, self.config, job_overrides, initial_job_idx)
+        from launcher.sweep.run import open_sweep, run_sweep
+
+        if self.sweep is None:
+            # the points run in this process: logging as the job's own (hydra.job_logging), as in a single launch
+            configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+            self.sweep = open_sweep(self.config)
+        return run_sweep(self.hydra_context, self.config, job_overrides, initial_job_idx, self.sweep)

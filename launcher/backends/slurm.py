@@ -24,7 +24,7 @@ from pathlib import Path
 import submitit
 import yaml
 from omegaconf import OmegaConf
-from submitit.core.utils import FailedJobError
+from submitit.core.utils import CommandFunction, FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 from launcher.jobfolder.layout import component_commands, create_job_dir, git_snapshot, record_submission, write_private
@@ -88,7 +88,7 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
     job_class = HetSlurmJob
 
     def __init__(self, plan: Plan, job_dir: Path, retries: int = 5, min_interval_s: float = 0.0,
-                 script: tp.Optional[str] = None, poll_s: float = 30.0):
+                 script: tp.Optional[str] = None, poll_s: float = 30.0, script_path: tp.Optional[Path] = None):
         super().__init__(folder=job_dir / "submitit", max_num_timeout=0, python=plan.python)
         self.plan = plan
         self.job_dir = job_dir
@@ -96,6 +96,7 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         self.min_interval_s = min_interval_s
         self._throttling = 0.0  # submitit's own per-executor throttle; _wait_turn spaces the calls
         self.script = script or ""  # rendered once (by submit(), or on the first submission)
+        self.script_path = script_path  # the job folder's job.sbatch holding `script`: sbatch runs it as is
         self.watcher = HetSlurmInfoWatcher(delay_s=poll_s)  # this executor's jobs poll sacct at most every poll_s
         self.attempts_log: list[str] = []
 
@@ -116,7 +117,7 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         while True:
             _wait_turn(self.min_interval_s)
             try:
-                job = super()._submit_command(command)
+                job = self._sbatch(command)
                 job.watch_with(self.watcher)
                 return job
             except FailedJobError as error:  # how submitit's CommandFunction reports sbatch's stderr
@@ -129,6 +130,15 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
                 print(f"launcher: sbatch failed transiently ({message.splitlines()[-1]}); retrying in {delay:g} s",
                       file=sys.stderr)
                 time.sleep(delay)
+
+    def _sbatch(self, command: str) -> HetSlurmJob:
+        """One sbatch call. With the job folder's job.sbatch already written, that file is what sbatch
+        runs (submitit would write a second copy of the script, then a link to it, first)."""
+        if self.script_path is None:
+            return super()._submit_command(command)
+        output = CommandFunction(self._make_submission_command(self.script_path), verbose=False)()
+        job_id = self._get_job_id_from_submission_command(output)
+        return self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
 
 
 # config.yaml is written as OmegaConf.to_yaml(cfg) writes it (tests/test_slurm_executor.py keeps the two
@@ -204,7 +214,8 @@ def submit(plan: Plan, cfg, job_dir: Path | None = None, git: tp.Optional[tuple[
     write_job_files(job_dir, plan, cfg, script, git)
     rate = float(cfg.cluster.submit_rate_per_s or 0)
     executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries,
-                                min_interval_s=1.0 / rate if rate > 0 else 0.0, script=script, poll_s=poll_s)
+                                min_interval_s=1.0 / rate if rate > 0 else 0.0, script=script, poll_s=poll_s,
+                                script_path=job_dir / "job.sbatch")
     job = executor.submit(SlurmEntry(str(job_dir)))
     record_submission(job_dir, "slurm", job.job_id, sys.argv)
     return job, job_dir

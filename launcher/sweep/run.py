@@ -62,6 +62,7 @@ class SweepRun:
         self._facts: dict[str, Any] = {}
         self._git: Optional[tuple[str, str]] = None
         self.owner = None  # the open .sweep.lock
+        self.started = False  # sweep.json and multirun.yaml written (a sweeper may send several batches)
 
     # ----------------------------------------------------------------------------- once per sweep
 
@@ -99,13 +100,15 @@ class SweepRun:
         self.owner = owner
 
     def record_start(self, config, points: list[tuple[int, list[str]]]) -> None:
-        """sweep.json gets this command line; the manifest lists every point; multirun.yaml is Hydra's config."""
-        OmegaConf.save(config, self.dir / "multirun.yaml")
-        record = read_json(self.dir / SWEEP_FILE) or {"runs": []}
-        record["runs"].append({"argv": sys.argv[1:], "cwd": os.getcwd(), "python": sys.executable,
-                               "started_at": now_iso(), "mode": self.mode})
-        record["sweep_dir"] = str(self.dir)
-        write_json_atomic(self.dir / SWEEP_FILE, record)
+        """sweep.json gets this command line (once); the manifest lists every point; multirun.yaml is Hydra's config."""
+        if not self.started:
+            self.started = True
+            OmegaConf.save(config, self.dir / "multirun.yaml")
+            record = read_json(self.dir / SWEEP_FILE) or {"runs": []}
+            record["runs"].append({"argv": sys.argv[1:], "cwd": os.getcwd(), "python": sys.executable,
+                                   "started_at": now_iso(), "mode": self.mode})
+            record["sweep_dir"] = str(self.dir)
+            write_json_atomic(self.dir / SWEEP_FILE, record)
         with self.manifest.edit() as rows:
             for index, overrides in points:
                 self.manifest.upsert(rows, index, overrides)
@@ -219,13 +222,8 @@ class SweepRun:
         return EXIT_SOME_REJECTED if self.rejected else 0
 
 
-def run_sweep(hydra_context, config, job_overrides, initial_job_idx: int = 0) -> list:
-    """Queue every point of `job_overrides` (Hydra's launcher API); returns one JobReturn per point, or
-    exits with the sweep's status when it is not 0."""
-    from hydra.core.utils import JobReturn, JobStatus
-
-    from launcher.sweep.points import PointConfigs
-
+def open_sweep(config) -> SweepRun:
+    """The sweep of this Hydra config, refused (exit 2) when its folder holds one already or is being run."""
     try:
         mode = resume_mode_of(config)
     except ValueError as error:
@@ -233,11 +231,23 @@ def run_sweep(hydra_context, config, job_overrides, initial_job_idx: int = 0) ->
         sys.exit(EXIT_BAD_OPTION)
     run = SweepRun(Path(str(config.hydra.sweep.dir)).absolute(), mode)
     run.open()
+    return run
+
+
+def run_sweep(hydra_context, config, job_overrides, initial_job_idx: int = 0, run: Optional[SweepRun] = None) -> list:
+    """Queue every point of `job_overrides` (one batch of Hydra's launcher API; `run`: the sweep an earlier
+    batch opened). Returns one JobReturn per point, or exits with the sweep's status when it is not 0."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from launcher.sweep.points import PointConfigs
+
+    run = run or open_sweep(config)
     points = [[str(o) for o in overrides] for overrides in job_overrides]
     configs = PointConfigs(hydra_context.config_loader, config, points, first_index=initial_job_idx)
     indexed = [(initial_job_idx + i, overrides) for i, overrides in enumerate(points)]
     run.record_start(config, indexed)
-    say(f"sweep of {len(points)} points{' (resume)' if mode != NO else ''}; sweep folder {run.dir}", sys.stdout)
+    plural = "s" if len(points) != 1 else ""
+    say(f"sweep of {len(points)} point{plural}{' (resume)' if run.mode != NO else ''}; sweep folder {run.dir}", sys.stdout)
     returns = []
     run.catch_signals()
     try:
