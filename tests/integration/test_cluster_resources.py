@@ -64,11 +64,12 @@ def test_confined_het_job_gets_its_cpus_and_uses_the_chosen_interface(confining,
     assert planned == {"server": 2, "trainer": 2}  # 4 CPUs x 1 of 2 GPUs, from sinfo
     assert (job.job_dir / "plan.txt").read_text().count("asks: CPUs 2 of 4 CPUs: 1 of 2 GPUs;") == 2
 
-    # a name the nodes lack: the server's wrapper ends the job at once, naming the node's interfaces
+    # a name the nodes lack: the first step wrapper to look ends the job at once, naming the node's interfaces
     assert wait_state(bad.job_id, 120) == "FAILED"
     reason = bad.result()["reason"]
     assert "cluster.network_interface=hsn0: node" in reason and "(it has: lo, eth0, ib0)" in reason, reason
-    ended = re.search(r"^\S+ \+\s*([\d.]+)s job FAILED: server exited with code 2", bad.supervisor_log(), re.M)
+    ended = re.search(r"^\S+ \+\s*([\d.]+)s job FAILED: (server|trainer) exited with code 2", bad.supervisor_log(),
+                      re.M)
     assert ended and float(ended.group(1)) < 10, bad.supervisor_log()  # seconds after the supervisor started
 
     assert wait_state(job.job_id, 600) == "COMPLETED"
