@@ -58,8 +58,11 @@ def test_a_reward_module_the_job_cannot_import_is_refused(bare_python, tmp_path,
     assert facts.job_python == bare_python and facts.modules == {"trl": False}
     errors = [str(p) for p in validate(cfg, facts) if p.severity == "error"]
     assert errors == [f"reward.funcs: 'trl.rewards.accuracy_reward': no module 'trl' for {bare_python} (the job's "
-                      "Python; cluster.python): install it there, or put the folder that holds it on PYTHONPATH "
-                      "(cluster.env.PYTHONPATH)"]
+                      "Python): install it there, set cluster.python to an interpreter that has it, or put the "
+                      "folder that holds it on PYTHONPATH (cluster.env.PYTHONPATH)"]
+    # a dry-run still prints the plan (a light login-node install has no trl): a warning there
+    dry = compose("+experiment=smoke", "cluster=local", f"cluster.python={bare_python}", "dry_run=true")
+    assert [p.severity for p in validate(dry, facts) if p.keys == ("reward.funcs",)] == ["warning"]
     # the same function with the launcher's own interpreter: found, no problem
     assert not [p for p in validate(compose("+experiment=smoke", "cluster=local"),
                                     gather_facts(compose("+experiment=smoke", "cluster=local")))

@@ -88,9 +88,11 @@ def check_reward_modules(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
         top = str(func).split(".")[0]
         if facts.modules.get(top) is False:
             setup = " (cluster.setup may change that in the job: check it)" if cfg.cluster.setup else ""
+            # a dry-run still prints the plan (a light login-node install has no trl): a warning there
             problems.append(Problem(
                 ("reward.funcs",),
-                f"{func!r}: no module {top!r} for {facts.job_python} (the job's Python; cluster.python){setup}: "
-                "install it there, or put the folder that holds it on PYTHONPATH (cluster.env.PYTHONPATH)",
-                severity="warning" if cfg.cluster.setup else "error"))
+                f"{func!r}: no module {top!r} for {facts.job_python} (the job's Python){setup}: install it "
+                "there, set cluster.python to an interpreter that has it, or put the folder that holds it on "
+                "PYTHONPATH (cluster.env.PYTHONPATH)",
+                severity="warning" if cfg.cluster.setup or cfg.dry_run else "error"))
     return problems
