@@ -1,5 +1,6 @@
-"""The local backend end to end on CPU: the real vLLM CPU server + the trainer's preflight, clean shutdown
-on SIGINT/SIGTERM, the job folder's contents, and folders never written over."""
+"""The local backend end to end on CPU: the real vLLM CPU server + the trainer's preflight (started together:
+the overlapped start), a trainer failing while the server starts, clean shutdown on SIGINT/SIGTERM, the job
+folder's contents, and folders never written over."""
 
 from __future__ import annotations
 
@@ -97,6 +98,41 @@ def test_local_smoke_end_to_end_on_cpu(tmp_path, smoke_assets_local):
     assert "running vLLM on CPU" in (attempt / "server.log").read_text()
     assert oct(job_dir.stat().st_mode & 0o777) == "0o700"
     assert wait_gone(job_dir, 10) == []
+
+
+# a reward module that the login node finds (validation passes) but that does not import on the nodes
+MISSING_DEPENDENCY = "import no_such_dependency\n\n\ndef reward(completions, **kwargs):\n    return [0.0] * len(completions)\n"
+
+
+def wait_json(path: Path, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return json.loads(path.read_text())
+
+
+def test_a_trainer_failing_while_the_server_starts_ends_the_job_at_once(tmp_path, smoke_assets_local):
+    """Fail fast: the trainer starts with the server and fails while preparing (a reward function that does
+    not import); the job ends then, with that reason, and the server is stopped. The server is frozen
+    (SIGSTOP) as soon as it has published its address, so it cannot become healthy: nothing but the
+    trainer's failure can end this job."""
+    (tmp_path / "my_rewards.py").write_text(MISSING_DEPENDENCY)
+    proc = start(tmp_path, "reward.funcs=[my_rewards.reward]", f"+cluster.env.PYTHONPATH={tmp_path}")
+    job_dir = job_dir_of(tmp_path)
+    attempt = job_dir / "attempt-1"
+    os.kill(wait_json(attempt / "server.json")["pid"], signal.SIGSTOP)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    result = json.loads((attempt / "result.json").read_text())
+    assert (result["state"], result["cause"], result["trainer_rc"]) == ("FAILED", "trainer_failed", 1)
+    first = result["reason"].splitlines()[0]
+    assert first.startswith("trainer exited with code 1 while the server was starting: ModuleNotFoundError: "
+                            "No module named 'no_such_dependency'"), first
+    assert "server_healthy" not in result["timings"] and not (attempt / "server_ready.json").exists()
+    assert "server stopped (trainer ended)" in (attempt / "supervisor.log").read_text()
+    assert "waiting for the server" not in (attempt / "trainer.log").read_text()
+    assert wait_gone(job_dir, 15) == []
+    print(f"\nMEASURED trainer failed {result['timings']['trainer_ended']:.1f} s after the start; job ended")
 
 
 def test_ctrl_c_stops_both_components_cleanly(tmp_path, smoke_assets_local):

@@ -15,9 +15,10 @@ import pytest
 
 from launcher.health import Health
 from launcher.jobfolder.jsonio import write_json_atomic
-from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST, HEARTBEAT
+from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST, HEARTBEAT, SERVER_READY
 from launcher.jobfolder.progress import Heartbeat
-from launcher.jobfolder.records import Cause, Phase, Result, ServerAddress, State, read_result, read_status, write_result, write_server
+from launcher.jobfolder.records import (Cause, Phase, Result, ServerAddress, State, read_result, read_server_ready,
+                                       read_status, write_result, write_server)
 from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
 from launcher.slurm.own_job import JobInfo
 from launcher.slurm.transient import srun_transient_line
@@ -189,7 +190,9 @@ def make_plan(backend: str = "slurm", mode: str = "server", **policies) -> Plan:
 
 class World:
     """One attempt with everything faked. By default the server publishes its address at 1 s and is
-    healthy from 5 s; the trainer beats every 2 s (steps 1, 2, ...) and finishes at 40 s."""
+    healthy from 5 s; the trainer, started with the server, is prepared after 1 s (waiting_for_server),
+    looks for server_ready.json every 0.5 s, then beats every 2 s (steps 1, 2, ...) and finishes 40 s
+    after it saw the handover."""
 
     def __init__(self, tmp_path: Path, backend: str = "slurm", mode: str = "server", restarts: int = 0, **policies):
         self.clock = FakeClock()
@@ -222,17 +225,35 @@ class World:
                                                  "host": "node2", **extra})
 
     def trainer(self, step: FakeStep, finish_after: Optional[float] = None, stall_after: Optional[float] = None,
-                rc: int = 0, done: bool = True, output: str = "") -> None:
-        """Beats every 2 s from its start; stops beating at stall_after; exits rc at finish_after."""
-        start = self.clock.now
-        end = min(x for x in (finish_after, stall_after, 1_000.0) if x is not None)
-        self.clock.every(start, 2.0, start + end, lambda n: step.rc is None and self.beat("step", n + 1, stage="end"))
-        if finish_after is not None:
-            def finish():
-                if done:
-                    self.beat("done", None)
-                step.exit(rc, output)
-            self.clock.at(start + finish_after, finish)
+                rc: int = 0, done: bool = True, output: str = "", prepare_s: float = 1.0) -> None:
+        """The overlapped start: prepared after prepare_s, then waits for the handover (server mode). From
+        the handover (step.trained_from) it beats every 2 s; stops beating at stall_after; exits rc at
+        finish_after."""
+        def train() -> None:
+            start = step.trained_from = self.clock.now
+            end = min(x for x in (finish_after, stall_after, 1_000.0) if x is not None)
+            self.clock.every(start, 2.0, start + end,
+                             lambda n: step.rc is None and self.beat("step", n + 1, stage="end"))
+            if finish_after is not None:
+                def finish():
+                    if done:
+                        self.beat("done", None)
+                    step.exit(rc, output)
+                self.clock.at(start + finish_after, finish)
+
+        if self.plan.mode != "server":
+            return train()
+        self.waits_for_handover(step, prepare_s, train)
+
+    def waits_for_handover(self, step: FakeStep, prepare_s: float, then: Callable[[], None]) -> None:
+        """Beats waiting_for_server after prepare_s, then looks for server_ready.json every 0.5 s."""
+        def look(n: int) -> None:
+            if step.rc is None and not hasattr(step, "handed") and (self.dir / SERVER_READY).exists():
+                step.handed = True
+                then()
+        ready = self.clock.now + prepare_s
+        self.clock.at(ready, lambda: step.rc is None and self.beat("waiting_for_server", None))
+        self.clock.every(ready, 0.5, ready + 300, look)
 
     def signal_at(self, t: float, sig: signal.Signals) -> None:
         self.clock.at(t, lambda: self.supervisor.on_signal(sig))
@@ -269,14 +290,22 @@ def stopped(step: FakeStep) -> bool:
 def test_trainer_completes_then_the_server_is_stopped(world):
     result = world.run()
     assert (result.state, result.cause, result.reason) == (State.COMPLETED, Cause.FINISHED, "trainer finished")
-    assert result.timings["server_healthy"] == 5.0 and result.timings["trainer_ended"] == 45.0
-    assert set(result.timings) == {"server_healthy", "trainer_started", "first_step", "trainer_ended"}
+    # both start at once; the trainer is prepared at 1 s and sees the handover at its next look after 5 s
+    assert (result.timings["trainer_started"], result.timings["trainer_ready"]) == (0.0, 1.0)
+    assert result.timings["server_healthy"] == 5.0 and result.timings["trainer_ended"] == 5.5 + 40
+    assert set(result.timings) == {"server_healthy", "trainer_started", "trainer_ready", "first_step", "trainer_ended"}
     server, trainer = world.runner.starts("server")[0], world.runner.starts("trainer")[0]
     assert stopped(server) and not trainer.terminated and result.trainer_rc == 0
-    assert world.runner.envs[1]["LAUNCHER_SERVER_URL"] == URL
-    for line in ("server address published: http://10.0.0.1:8000 (host node1)", "server healthy after 5.0 s",
-                 "trainer ended first with exit code 0", "server stopped (trainer ended)", "job COMPLETED"):
-        assert line in world.log
+    assert "LAUNCHER_SERVER_URL" not in world.runner.envs[1]  # the address comes in server_ready.json
+    ready = read_server_ready(world.dir)
+    assert (ready.url, ready.host, ready.healthy_after_s) == (URL, "node1", 5.0)
+    lines = ("trainer started: trainer", "server address published: http://10.0.0.1:8000 (host node1)",
+             "trainer prepared, waiting for the server after 1.0 s",
+             "server healthy after 5.0 s at http://10.0.0.1:8000; address handed to the trainer (server_ready.json)",
+             "first training step done", "trainer ended first with exit code 0", "server stopped (trainer ended)",
+             "job COMPLETED")
+    positions = [world.log.find(line) for line in lines]
+    assert -1 not in positions and positions == sorted(positions), world.log
     status = read_status(world.dir)
     assert status.phase is Phase.FINISHED and status.state is State.COMPLETED and status.server_url == URL
     assert not result.continues and not result.provisional
@@ -300,7 +329,8 @@ def test_server_exits_before_healthy(world):
     # the root-cause line first, then where the full log is; the log's last lines follow
     assert result.reason == (f"server exited with code 1 before becoming healthy: ValueError: bad model (full log: {log})"
                              "\nlast lines of server.log:\nValueError: bad model")
-    assert world.runner.starts("trainer") == []
+    assert stopped(world.runner.starts("trainer")[0]) and not (world.dir / SERVER_READY).exists()
+    assert "trainer stopped (job ended)" in world.log
     assert "ValueError: bad model" in world.log  # the tail follows the last line of supervisor.log
 
 
@@ -312,7 +342,7 @@ def test_server_never_healthy_within_the_startup_timeout(tmp_path):
     assert result.reason.startswith("server not healthy after server.startup_timeout_s=20 s (full log: ")
     assert result.reason.splitlines()[1] == "last lines of server.log:"
     assert 20 < world.clock.now <= 22
-    assert world.runner.starts("trainer") == [] and stopped(world.runner.starts("server")[0])
+    assert stopped(world.runner.starts("trainer")[0]) and stopped(world.runner.starts("server")[0])
 
 
 def test_srun_transient_error_restarts_the_step_within_the_retry_window(world):
@@ -344,6 +374,68 @@ def test_a_component_error_that_looks_transient_is_not_retried_on_the_local_back
     world = World(tmp_path, backend="local")
     world.runner.scripts["trainer"] = [lambda step: world.clock.at(world.clock.now + 1, lambda: step.exit(1, CONTROLLER_AWAY))]
     assert world.run().cause is Cause.TRAINER_FAILED and len(world.runner.starts("trainer")) == 1
+
+
+# ----------------------------------------------------------------------------- the overlapped start
+
+
+def test_a_trainer_ready_after_the_server_takes_the_address_at_once(world):
+    world.runner.scripts["trainer"] = [lambda step: world.trainer(step, finish_after=40, prepare_s=8)]
+    result = world.run()
+    assert result.state is State.COMPLETED
+    assert result.timings["server_healthy"] == 5.0 and (world.dir / SERVER_READY).exists()
+    # max(server ready, trainer ready): its first look finds the address (its waiting beat was too brief to be seen)
+    assert world.runner.starts("trainer")[0].trained_from == 8.0 and result.timings["first_step"] == 8.0
+    assert result.timings["trainer_ended"] == 48.0
+
+
+def test_a_trainer_failing_while_the_server_starts_ends_the_job_at_once(world):
+    """A reward function that does not import, a missing column, a model that does not load, out of memory:
+    the trainer exits while preparing; the job ends then, not when the server would have been healthy."""
+    world.health_at = lambda t: Health.OK if t >= 50 else Health.REFUSED
+    error = "launcher.train.errors.JobError: reward function 'my_rewards.nope': no importable module in that path"
+    world.runner.scripts["trainer"] = [lambda step: world.clock.at(3, lambda: step.exit(2, error))]
+    result = world.run()
+    assert (result.state, result.cause, result.trainer_rc) == (State.FAILED, Cause.TRAINER_FAILED, 2)
+    assert result.reason.startswith("trainer exited with code 2 while the server was starting: ")
+    assert "my_rewards.nope" in result.reason.splitlines()[0]
+    assert 3 <= world.clock.now < 4 and result.timings["trainer_ended"] == 3.0
+    assert stopped(world.runner.starts("server")[0]) and "server stopped (trainer ended)" in world.log
+    assert not (world.dir / SERVER_READY).exists()
+
+
+def test_the_watchdog_does_not_count_the_wait_for_a_slow_server(tmp_path):
+    world = World(tmp_path, watchdog_timeout_s=30, startup_timeout_s=120)
+    world.health_at = lambda t: Health.OK if t >= 50 else Health.REFUSED  # the trainer waits 49 s > 30 s
+    result = world.run()
+    assert result.state is State.COMPLETED and result.timings["trainer_ended"] == 50.5 + 40
+
+
+def test_the_startup_timeout_still_bounds_the_trainers_wait(tmp_path):
+    world = World(tmp_path, watchdog_timeout_s=30, startup_timeout_s=45)
+    world.health_at = lambda t: Health.ERROR
+    result = world.run()
+    assert (result.state, result.cause) == (State.FAILED, Cause.SERVER_FAILED)
+    assert result.reason.startswith("server not healthy after server.startup_timeout_s=45 s")
+    assert 45 < world.clock.now <= 46 and stopped(world.runner.starts("trainer")[0])
+
+
+def test_a_trainer_that_never_takes_the_address_is_a_hang(world):
+    world.runner.scripts["trainer"] = [lambda step: world.clock.at(1, lambda: world.beat("waiting_for_server"))]
+    result = world.run()
+    assert (result.state, result.cause) == (State.FAILED, Cause.HANG)
+    assert result.reason.endswith("stalled in phase 'waiting_for_server'")
+    assert 35 < world.clock.now <= 35.5  # watchdog_timeout_s=30 from the handover at 5 s
+
+
+def test_usr2_before_the_server_is_ready_asks_for_no_checkpoint(world):
+    world.health_at = lambda t: Health.OK if t >= 100 else Health.REFUSED
+    world.signal_at(10, signal.SIGUSR2)
+    world.slurm.job = world.job_info()
+    result = world.run()
+    assert (result.state, result.cause) == (State.REQUEUED, Cause.WALLTIME)
+    assert "nothing to checkpoint" in world.log and not (world.dir / CHECKPOINT_REQUEST).exists()
+    assert world.clock.now < 10 + POLICIES.stop_grace_s + 1
 
 
 # ----------------------------------------------------------------------------- server while training
@@ -406,7 +498,7 @@ def test_trainer_hang_names_the_phase_and_step(world):
     assert (result.state, result.cause) == (State.FAILED, Cause.HANG)
     assert result.reason == ("trainer made no progress for more than trainer.watchdog_timeout_s=30 s; "
                              "stalled in phase 'step' at step 7")
-    last_beat = world.supervisor.first_start["trainer"] + 12
+    last_beat = world.runner.starts("trainer")[0].trained_from + 12
     assert last_beat + 30 < world.clock.now <= last_beat + 30.5
     assert "trainer stopped (trainer hung)" in world.log and stopped(world.runner.starts("server")[0])
 
@@ -525,7 +617,7 @@ def test_usr2_preemption_requeue_that_fails_is_a_failure(world):
 
 
 def test_usr2_as_the_trainer_finished_is_not_a_requeue(world):
-    world.runner.scripts["trainer"] = [lambda step: world.trainer(step, finish_after=10)]
+    world.runner.scripts["trainer"] = [lambda step: world.trainer(step, finish_after=9.5)]  # from 5.5: exits at 15
     world.clock.at(15.2, lambda: world.supervisor.on_signal(signal.SIGUSR2))  # same tick as the exit at 15
     result = world.run()
     assert result.state is State.COMPLETED and "requeue" not in world.slurm.calls
@@ -622,6 +714,7 @@ def test_a_signal_during_startup_stops_the_server(tmp_path):
     world.health_at = lambda t: Health.ERROR
     world.signal_at(3, signal.SIGTERM)
     assert world.run().reason == "stopped by SIGTERM" and stopped(world.runner.starts("server")[0])
+    assert stopped(world.runner.starts("trainer")[0])
 
 
 # ----------------------------------------------------------------------------- a requeued attempt
@@ -696,6 +789,24 @@ def test_startup_monitor_decisions():
     assert watch.update(4, monitors.StartupSeen(1, srun_error=CONTROLLER_AWAY)) == Restart("server", CONTROLLER_AWAY, 5.0)
     assert isinstance(watch.update(4, monitors.StartupSeen(1)), End)
     assert watch.update(10.5, monitors.StartupSeen(None, url=URL, health=Health.REFUSED)).cause is Cause.SERVER_FAILED
+
+
+def test_watchdog_lets_the_trainer_wait_for_the_handover_and_no_longer():
+    dog = monitors.TrainerWatchdog(timeout_s=30, started=0, awaiting_server=True)
+    waiting = Heartbeat(phase="waiting_for_server", step=None, time=1.0)
+    ready = dog.update(1, waiting)
+    assert ready.mark == "trainer_ready" and dog.update(100, waiting) is None  # the startup timeout bounds this
+    dog.handed_over(100)
+    assert dog.update(130, waiting) is None
+    assert "stalled in phase 'waiting_for_server'" in dog.update(130.5, waiting).reason
+    no_server = monitors.TrainerWatchdog(timeout_s=30, started=0)  # colocate: nothing to wait for
+    assert no_server.update(1, waiting).mark == "trainer_ready" and no_server.update(31.5, waiting).cause is Cause.HANG
+
+
+def test_trainer_end_says_when_it_failed_while_the_server_started():
+    end = monitors.TrainerEnd(started=0).update(3, monitors.TrainerExit(1, server_starting=True))
+    assert end.reason == "trainer exited with code 1 while the server was starting" and end.tail == "trainer"
+    assert monitors.TrainerEnd(started=0).update(3, monitors.TrainerExit(1)).reason == "trainer exited with code 1"
 
 
 def test_watchdog_counts_any_new_heartbeat_as_progress():

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from conftest import PYTHON, REPO
 from launcher.jobfolder import progress
+from launcher.jobfolder.records import ServerReady, write_server_ready
 from launcher.node import free_port
-from train_fixtures import (CPU_TRAINING, explain, need_training_stack, run_train, run_trainer_step, smoke_plan,
-                            write_job)
+from train_fixtures import (CPU_TRAINING, explain, job_env, need_training_stack, run_train, run_trainer_step,
+                            smoke_plan, write_job)
 
 
 # ----------------------------------------------------------------------------- progress.py
@@ -256,5 +260,67 @@ def test_preflight_on_cpu_fails_cleanly_without_a_server(tmp_path, smoke_assets_
     assert beat.phase == "failed" and beat.get("exit_code") == 3
     assert not (attempt / progress.PREFLIGHT).exists()
 
-    proc, attempt = run_train(job, "attempt-2", "--preflight")  # no server URL at all: the job is unusable
-    assert proc.returncode == 2 and "LAUNCHER_SERVER_URL is not set" in proc.stderr, explain(proc)
+
+def test_without_a_handover_the_trainer_waits_at_most_the_startup_timeout(tmp_path, smoke_assets_local):
+    """No LAUNCHER_SERVER_URL and no supervisor writing server_ready.json: bounded by server.startup_timeout_s."""
+    need_training_stack()
+    job = tmp_path / "job"
+    write_job(job, "server.startup_timeout_s=3")
+    proc, attempt = run_train(job, "attempt-1", "--preflight")
+    assert proc.returncode == 2, explain(proc)
+    assert "no server address after server.startup_timeout_s=3 s" in proc.stderr
+    assert "set LAUNCHER_SERVER_URL" in proc.stderr
+    beat = progress.read_heartbeat(attempt)
+    assert beat.phase == "failed" and beat.get("exit_code") == 2
+
+
+def wait_heartbeat(attempt: Path, phase: str, proc: subprocess.Popen, timeout_s: float = 300) -> progress.Heartbeat:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        beat = progress.read_heartbeat(attempt)
+        if beat is not None and beat.phase == phase:
+            return beat
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60) if proc.poll() is not None else ("", "")
+    raise AssertionError(f"no heartbeat {phase!r} (rc {proc.returncode})\n{out[-3000:]}\n{err[-3000:]}")
+
+
+def test_the_preflight_prepares_then_waits_for_the_handover(tmp_path, smoke_assets_local):
+    """The overlapped start on the trainer's side: tokenizer, data and rewards loaded, then phase
+    waiting_for_server until server_ready.json names the server; the trainer then uses that address."""
+    need_training_stack()
+    job = tmp_path / "job"
+    write_job(job, "+grpo.vllm_server_timeout=2")
+    attempt = job / "attempt-1"
+    proc = subprocess.Popen([PYTHON, "-u", "-m", "launcher.components.trainer_step"], cwd=REPO, text=True,
+                            env=job_env(job, attempt), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        beat = wait_heartbeat(attempt, "waiting_for_server", proc)
+        assert beat.get("prepared_s") > 0 and proc.poll() is None
+        url = f"http://127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens: the preflight's check fails
+        write_server_ready(attempt, ServerReady(url=url, host="here", healthy_after_s=12.5, time=time.time()))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, f"{out[-3000:]}\n{err[-3000:]}"
+    assert "server from the supervisor once healthy (server_ready.json)" in out
+    assert "waiting for the server's address (server_ready.json)" in out
+    assert f"server ready at {url} (healthy after 12.5 s)" in out
+    assert f"preflight failed: the vLLM server at {url} is not healthy after 2 s" in err
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("reward.funcs=[no_such_module.reward]", "reward function 'no_such_module.reward': no importable module"),
+    ("data.name_or_path={tmp}/questions.jsonl", "has no 'prompt' column (columns: question, solution)"),
+])
+def test_a_trainer_that_fails_while_preparing_never_waits(tmp_path, smoke_assets_local, broken, message):
+    """Fail fast: what breaks while preparing ends the trainer before it waits for any server
+    (server.startup_timeout_s is 600 s here: a waiting trainer would outlast the test's timeout)."""
+    need_training_stack()
+    (tmp_path / "questions.jsonl").write_text('{"question": "What is 2 + 2?", "solution": "4"}\n')
+    job = tmp_path / "job"
+    write_job(job, broken.format(tmp=tmp_path))
+    proc, attempt = run_trainer_step(job, "attempt-1", timeout=300)
+    assert proc.returncode == 2, explain(proc)
+    assert message in proc.stderr and "waiting for the server" not in proc.stdout
+    assert progress.read_heartbeat(attempt).phase == "failed"

@@ -1,6 +1,8 @@
-"""The status line reads only the tail of a long metrics file, and still shows the latest values."""
+"""The status line reads only the tail of a long metrics file, and still shows the latest values; while the
+server starts it shows the trainer's phase (the overlapped start)."""
 
 import json
+import time
 
 from launcher.jobfolder.progress import append_metrics, read_metrics, write_heartbeat
 from launcher.show.watch import describe
@@ -18,3 +20,14 @@ def test_tail_of_a_long_metrics_file(tmp_path):
     write_heartbeat(attempt, "step", 5000)
     assert describe(tmp_path) == ("[attempt-1] server healthy, trainer running, phase step, step 5000, "
                                   "reward 0.500")
+
+
+def test_while_the_server_starts_the_line_shows_what_the_trainer_does(tmp_path):
+    attempt = tmp_path / "attempt-1"
+    attempt.mkdir()
+    (attempt / "status.json").write_text(json.dumps({"phase": "server_starting", "since": time.time() - 12}))
+    line = describe(tmp_path)
+    assert line.startswith("[attempt-1] server starting (1") and line.endswith(" s)")
+    write_heartbeat(attempt, "waiting_for_server")
+    line = describe(tmp_path)
+    assert line.startswith("[attempt-1] server starting (1") and line.endswith(" s), trainer waiting_for_server")

@@ -127,3 +127,17 @@ def record_submission(job_dir: Path, backend: str, job_id: str, argv: list[str])
 
 def load_plan(job_dir: Path) -> Plan:
     return Plan.from_json((Path(job_dir) / "plan.json").read_text())
+
+
+def make_private(job_dir: Path) -> None:
+    """No group/world write anywhere in the job folder (files made before the job started follow the
+    submitting shell's umask; everything the job writes follows the supervisor's umask 077)."""
+    for root, dirs, files in os.walk(job_dir):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                mode = os.lstat(path).st_mode
+                if not os.path.islink(path) and mode & 0o022:
+                    os.chmod(path, mode & ~0o022 & 0o7777)
+            except OSError:
+                pass

@@ -6,6 +6,7 @@
     attempt-1/ attempt-2/ ...                      one per run of the job (a requeue starts the next)
       supervisor.log server.log trainer.log        each component's log
       status.json result.json server.json          the supervisor's phase, the attempt's end, the server's address
+      server_ready.json                            the handover: the supervisor saw /health 200 there (the trainer waits for it)
       heartbeat.json metrics.jsonl versions.json preflight.json checkpoint.request checkpoint.done
       node-<component>-<host>.json rendezvous.json  each step's node record; trainer node 0's fabric address
 """
@@ -28,6 +29,7 @@ SUPERVISOR_LOG = "supervisor.log"
 STATUS = "status.json"
 RESULT = "result.json"
 SERVER = "server.json"
+SERVER_READY = "server_ready.json"  # written by the supervisor once /health answered 200; the trainer waits for it
 HEARTBEAT = "heartbeat.json"
 METRICS = "metrics.jsonl"
 VERSIONS = "versions.json"

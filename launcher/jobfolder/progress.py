@@ -7,8 +7,10 @@ Files in the attempt folder (`LAUNCHER_ATTEMPT_DIR`, default `<job_dir>/attempt-
 
 - `heartbeat.json`   {"phase", "step", "time", "pid", "host", ...extra}; replaced atomically on
                      every phase change and at every optimizer-step begin/end. Phases, in order:
-                     start, load_model, load_data, build_trainer, train, step, weight_sync, save,
-                     preflight, done (plus "failed" when the trainer dies of an exception).
+                     start, load_data, load_model, waiting_for_server (prepared; until the supervisor
+                     hands the server over in server_ready.json), build_trainer, train, step,
+                     weight_sync, save, preflight, done (plus "failed" when the trainer dies of an
+                     exception).
 - `metrics.jsonl`    one JSON object per line, each with "time"; see launcher/train/ for the keys.
 - `checkpoint.request`  created by the supervisor: save at the next step end and stop.
 - `checkpoint.done`  written by the trainer after that save: {"step", "checkpoint", "time"}.
@@ -33,8 +35,9 @@ class TrainerPhase(str, enum.Enum):
     """What the trainer is doing, in order (heartbeat.json "phase")."""
 
     START = "start"
-    LOAD_MODEL = "load_model"
     LOAD_DATA = "load_data"
+    LOAD_MODEL = "load_model"
+    WAITING_FOR_SERVER = "waiting_for_server"  # prepared; the server's address comes in server_ready.json
     BUILD_TRAINER = "build_trainer"
     TRAIN = "train"
     STEP = "step"

@@ -1,5 +1,6 @@
 """The supervisor's records in an attempt folder, typed: how the attempt ended (result.json), what it
-is doing (status.json), and where the server listens (server.json). States and causes are enums.
+is doing (status.json), where the server listens (server.json) and the handover to the trainer
+(server_ready.json). States and causes are enums.
 
 Readers return None for a missing or unreadable file and accept files written by older launchers
 (bare strings, no `provisional` field). Standard library only: the jobs CLI reads these on the login node.
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from launcher.jobfolder.jsonio import PathLike, read_json, write_json_atomic
-from launcher.jobfolder.names import RESULT, SERVER, STATUS
+from launcher.jobfolder.names import RESULT, SERVER, SERVER_READY, STATUS
 
 
 class State(str, enum.Enum):
@@ -168,5 +169,34 @@ def read_server(attempt_dir: PathLike) -> Optional[ServerAddress]:
     data = read_json(Path(attempt_dir) / SERVER)
     try:
         return ServerAddress.from_json(data) if isinstance(data, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class ServerReady:
+    """server_ready.json: the handover of the overlapped start. The supervisor writes it (atomically) once
+    `GET <url>/health` answered 200; the trainer, started with the server and prepared meanwhile, waits for
+    it (every rank reads it: no collective is pending during a long server start), then connects."""
+
+    url: str
+    host: str  # the server's node
+    healthy_after_s: float  # since the attempt began
+    time: float  # epoch seconds of the handover
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ServerReady":
+        return cls(url=str(data["url"]), host=str(data.get("host", "")),
+                   healthy_after_s=float(data.get("healthy_after_s") or 0.0), time=float(data.get("time") or 0.0))
+
+
+def write_server_ready(attempt_dir: PathLike, ready: ServerReady) -> None:
+    write_json_atomic(Path(attempt_dir) / SERVER_READY, asdict(ready))
+
+
+def read_server_ready(attempt_dir: PathLike) -> Optional[ServerReady]:
+    data = read_json(Path(attempt_dir) / SERVER_READY)
+    try:
+        return ServerReady.from_json(data) if isinstance(data, dict) and data.get("url") else None
     except (KeyError, TypeError, ValueError):
         return None

@@ -1,7 +1,7 @@
 """What a job is doing, read from its folder, shown as one live line (rich) or plain lines.
 
-Phases: queued -> server starting (elapsed) -> server healthy -> trainer running (step, reward)
--> finished. The same reader serves the local backend, `cluster.wait=true` and the jobs CLI.
+Phases: queued -> server starting (elapsed; the trainer's phase while it prepares alongside) -> server
+healthy -> trainer running (step, reward) -> finished. The same reader serves the local backend, `cluster.wait=true` and the jobs CLI.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ def describe(job_dir: Path, scheduler_state: Optional[str] = None) -> str:
     if result is not None and not result.provisional:
         return label + f"finished: {result.state.value} - {result.summary}"
     status = read_status(attempt)
+    beat = read_heartbeat(attempt)
     if status is None or status.phase is Phase.SERVER_STARTING:
         elapsed = f" ({time.time() - status.since:.0f} s)" if status and status.since else ""
-        return label + f"server starting{elapsed}"
-    beat = read_heartbeat(attempt)
+        preparing = f", trainer {beat.phase}" if beat is not None and beat.phase else ""  # the overlapped start
+        return label + f"server starting{elapsed}{preparing}"
     metrics = read_metrics(attempt, tail_bytes=16384)
     parts = [label + "server healthy, trainer running" if status.server_url else label + "trainer running"]
     if beat is not None and beat.phase:

@@ -3,9 +3,11 @@
 
 It runs in the batch step on Slurm (through submitit, launcher/supervisor/entry.py; no outer srun) and
 in the foreground with the local backend. Timeline, in supervisor.log of the attempt folder:
-  (a requeued run: how the previous one ended, stale steps) -> server step started -> server.json
-  published -> /health 200 -> trainer step started with the server URL -> watch both -> the end:
-  result.json (a typed Result) and the last line `job <STATE>: <reason>`.
+  (a requeued run: how the previous one ended, stale steps) -> server step and trainer step started
+  together (the overlapped start: the trainer imports and loads model, data and rewards meanwhile, then
+  waits in phase waiting_for_server) -> server.json published -> /health 200 -> the address handed over
+  (server_ready.json) -> watch both -> the end: result.json (a typed Result) and the last line
+  `job <STATE>: <reason>`. A trainer that fails while preparing ends the job at once; the server is stopped.
 Signals only set a flag and wake the loop; the loop acts on them between looks. Any unexpected
 exception still ends the attempt: both components stopped, result.json FAILED with cause
 supervisor_error naming the exception (the traceback goes to supervisor.log).
@@ -22,11 +24,12 @@ from typing import Callable, Optional
 
 from launcher.health import Health, check
 from launcher.jobfolder.layout import attempt_dir as make_attempt_dir
-from launcher.jobfolder.layout import load_plan
+from launcher.jobfolder.layout import load_plan, make_private
 from launcher.jobfolder.logs import reason_with_log
-from launcher.jobfolder.names import ATTEMPT_PREFIX, SUPERVISOR_LOG, component_log
+from launcher.jobfolder.names import ATTEMPT_PREFIX, SERVER_READY, SUPERVISOR_LOG, component_log
 from launcher.jobfolder.progress import read_checkpoint_done, read_heartbeat, request_checkpoint
-from launcher.jobfolder.records import Cause, Phase, Result, State, Status, read_result, read_server, write_result, write_status
+from launcher.jobfolder.records import (Cause, Phase, Result, ServerAddress, ServerReady, State, Status, read_result,
+                                       read_server, write_result, write_server_ready, write_status)
 from launcher.plan.plan import Plan
 from launcher.slurm.own_job import JobInfo, OwnJob, describe_nodes
 from launcher.supervisor import endings
@@ -41,20 +44,6 @@ TICK_S = 0.5  # how often exits, signals and files are looked at
 HEALTH_EVERY_S = 1.0  # /health polls, during startup and while training
 KILLWAIT_QUERY_S = 2.0  # scontrol calls inside Slurm's KillWait window (30 s by default, 5 s on the test cluster)
 SETTLE_S = 5.0  # after its checkpoint the trainer exits by itself: how long that is waited for
-
-
-def make_private(job_dir: Path) -> None:
-    """No group/world write anywhere in the job folder (files made before the job started follow the
-    submitting shell's umask; everything the job writes follows the supervisor's umask 077)."""
-    for root, dirs, files in os.walk(job_dir):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            try:
-                mode = os.lstat(path).st_mode
-                if not os.path.islink(path) and mode & 0o022:
-                    os.chmod(path, mode & ~0o022 & 0o7777)
-            except OSError:
-                pass
 
 
 class Supervisor:
@@ -84,7 +73,8 @@ class Supervisor:
         self.signalled: Optional[str] = None
         self.server: Optional[Step] = None
         self.trainer: Optional[Step] = None
-        self.server_url: Optional[str] = None
+        self.server_url: Optional[str] = None  # set at the handover (/health 200)
+        self.published: Optional[ServerAddress] = None  # server.json of the server's current start
         self.first_start: dict[str, float] = {}
         self.log_file = open(self.dir / SUPERVISOR_LOG, "a", buffering=1)
 
@@ -118,8 +108,6 @@ class Supervisor:
         env.update({k: str(v) for k, v in self.plan.env.items()})
         env.update(LAUNCHER_JOB_DIR=str(self.job_dir), LAUNCHER_ATTEMPT_DIR=str(self.dir),
                    LAUNCHER_ATTEMPT=str(self.attempt), PYTHONUNBUFFERED="1")
-        if name == "trainer" and self.server_url:
-            env["LAUNCHER_SERVER_URL"] = self.server_url
         env.update({k: str(v) for k, v in component.env.items()})
         step = self.runner.start(component, env, self.dir / component_log(name))
         self.first_start.setdefault(name, self.clock.monotonic())
@@ -172,15 +160,16 @@ class Supervisor:
                  f"({self.plan.backend}, {self.plan.mode} mode) in {self.dir}")
         make_private(self.job_dir)
         end = self.restart_checks()
-        if end is None and self.plan.mode == "server":
-            self.start("server")
-            end = self.until_healthy()
         if end is not None:
             return end
-        self.status(Phase.TRAINER_RUNNING)
-        self.start("trainer")
+        if self.plan.mode == "server":
+            self.status(Phase.SERVER_STARTING)
+            self.start("server")
+        else:
+            self.status(Phase.TRAINER_RUNNING)
+        self.start("trainer")  # with the server: it prepares while the server starts, then waits for the handover
         self.mark("trainer_started")
-        return self.until_end()
+        return self.watch()
 
     def restart_checks(self) -> Optional[End]:
         if self.backend != "slurm" or self.restarts == 0:
@@ -192,57 +181,45 @@ class Supervisor:
         cancel_stale_steps(self.slurm, self.clock, self.log)
         return restart_ending(self.restarts, previous, node_failure, self.plan.policies)
 
-    def until_healthy(self) -> Optional[End]:
-        """server.json, then /health 200 (None), or how the attempt ends."""
-        self.status(Phase.SERVER_STARTING)
-        monitor = ServerStartup(self.plan.policies.startup_timeout_s, self.clock.monotonic(), self.retry)
-        url = None
-        while not self.signalled:
-            rc = self.server.poll()
-            address = read_server(self.dir) if url is None and rc is None else None
-            if address is not None:
-                url = address.url
-                self.log(f"server address published: {url} (host {address.host})")
-            seen = StartupSeen(rc, self.srun_error(self.server) if rc is not None else None, url,
-                               self.health(url) if url and rc is None else None)
-            verdict = monitor.update(self.clock.monotonic(), seen)
-            if isinstance(verdict, Healthy):
-                self.server_url = verdict.url
-                self.log(f"server healthy after {self.mark('server_healthy'):.1f} s at {verdict.url}")
-                return None
-            if isinstance(verdict, Restart):
-                self.restart(verdict)
-                url = None
-                continue
-            if verdict is not None:
-                return verdict
-            self.clock.wait(HEALTH_EVERY_S)
-        return self.on_interrupt()
-
-    def until_end(self) -> End:
+    def watch(self) -> End:
+        """Both components, from their start to the attempt's end: the server's startup until /health 200
+        and the handover, then its health; the trainer's exit and heartbeat throughout."""
         policies, now = self.plan.policies, self.clock.monotonic()
-        watchdog = TrainerWatchdog(policies.watchdog_timeout_s, now)
+        startup = ServerStartup(policies.startup_timeout_s, now, self.retry) if self.server is not None else None
+        watchdog = TrainerWatchdog(policies.watchdog_timeout_s, now, awaiting_server=startup is not None)
         trainer_end = TrainerEnd(self.first_start["trainer"], self.retry)
-        server = ServerHealth(self.server_url, policies.health_grace_s, now) if self.server is not None else None
+        server: Optional[ServerHealth] = None
         next_health = now
         while not self.signalled:
+            now = self.clock.monotonic()
+            ask = now >= next_health
+            next_health = now + HEALTH_EVERY_S if ask else next_health
             rc = self.trainer.poll()
             if rc is not None:
-                verdict = trainer_end.update(self.clock.monotonic(), self.trainer_exit(rc))
+                verdict = trainer_end.update(now, self.trainer_exit(rc))
                 if isinstance(verdict, Restart):
                     self.restart(verdict)
                     watchdog.reset(self.clock.monotonic())
                     continue
                 return self.decided(verdict)
-            if server is not None:
-                answer = None
-                if self.clock.monotonic() >= next_health:
-                    next_health = self.clock.monotonic() + HEALTH_EVERY_S
-                    answer = self.health(self.server_url)
-                verdict = server.update(self.clock.monotonic(), ServerSeen(self.server.poll(), answer))
+            if startup is not None:
+                verdict = startup.update(now, self.startup_seen(ask))
+                if isinstance(verdict, Healthy):
+                    self.hand_over(verdict.url)
+                    startup, server = None, ServerHealth(verdict.url, policies.health_grace_s, now)
+                    watchdog.handed_over(now)
+                elif isinstance(verdict, Restart):
+                    self.restart(verdict)
+                    self.published = None
+                    continue
+                elif verdict is not None:
+                    return verdict
+            elif server is not None:
+                answer = self.health(self.server_url) if ask else None
+                verdict = server.update(now, ServerSeen(self.server.poll(), answer))
                 if verdict is not None:
                     return verdict
-            verdict = watchdog.update(self.clock.monotonic(), read_heartbeat(self.dir))
+            verdict = watchdog.update(now, read_heartbeat(self.dir))
             if isinstance(verdict, Event):
                 self.note(verdict)
             elif verdict is not None:
@@ -250,9 +227,30 @@ class Supervisor:
             self.clock.wait(TICK_S)
         return self.on_interrupt()
 
+    def startup_seen(self, ask_health: bool) -> StartupSeen:
+        """What the server's startup monitor is told: its exit, server.json, /health (every HEALTH_EVERY_S)."""
+        rc = self.server.poll()
+        if self.published is None and rc is None:
+            self.published = read_server(self.dir)
+            if self.published is not None:
+                self.log(f"server address published: {self.published.url} (host {self.published.host})")
+        url = self.published.url if self.published is not None else None
+        return StartupSeen(rc, self.srun_error(self.server) if rc is not None else None, url,
+                           self.health(url) if ask_health and url and rc is None else None)
+
+    def hand_over(self, url: str) -> None:
+        """/health answered 200: server_ready.json (atomic) tells the waiting trainer where to connect."""
+        self.server_url = url
+        after = self.mark("server_healthy")
+        host = self.published.host if self.published is not None else ""
+        write_server_ready(self.dir, ServerReady(url=url, host=host, healthy_after_s=after, time=self.clock.time()))
+        self.status(Phase.TRAINER_RUNNING)
+        self.log(f"server healthy after {after:.1f} s at {url}; address handed to the trainer ({SERVER_READY})")
+
     def trainer_exit(self, rc: int) -> TrainerExit:
         nodes = tuple(srun_node_failures(self.trainer)) if self.backend == "slurm" else ()
-        return TrainerExit(rc, self.srun_error(self.trainer), nodes, read_heartbeat(self.dir))
+        return TrainerExit(rc, self.srun_error(self.trainer), nodes, read_heartbeat(self.dir),
+                           server_starting=self.server is not None and self.server_url is None)
 
     def decided(self, verdict: Verdict) -> End:
         """An End as it is; a node srun lost: ask Slurm what it did about it."""
@@ -294,7 +292,11 @@ class Supervisor:
         budget = endings.usr2_budget(self.clock.time(), self.slurm.info(), policies)
         self.log(f"USR2: {'preempted' if budget.preempted else 'walltime near'}, "
                  f"Slurm ends this run in {budget.left_s:.0f} s")
-        done = self.checkpoint(f"{budget.cause.value} signal (USR2)", budget.checkpoint_s)
+        if self.server is not None and self.server_url is None:
+            self.log("the server is not ready yet: the trainer has not trained, nothing to checkpoint")
+            done = None
+        else:
+            done = self.checkpoint(f"{budget.cause.value} signal (USR2)", budget.checkpoint_s)
         self.stop_all(f"{budget.cause.value} signal (USR2)", budget.stop_grace_s)
         if self.signalled == "SIGTERM":  # Slurm's end came first
             return self.on_sigterm()

@@ -8,9 +8,11 @@ observations, so tests drive them with made-up ones.
 - ServerHealth: while training, the server step's exit, two refused /health in a row (its process is
   gone), or no 200 for longer than server.health_grace_s (hung or frozen) ends the job.
 - TrainerWatchdog: any new heartbeat is progress; none for trainer.watchdog_timeout_s ends the job,
-  naming the phase and step that stalled.
+  naming the phase and step that stalled. A trainer waiting for the server's address (phase
+  waiting_for_server, before the handover) is not hung: server.startup_timeout_s bounds that wait.
 - TrainerEnd: the trainer step's exit: COMPLETED only with exit code 0 and a heartbeat saying done
-  (srun exits 0 when a node of its step fails); srun's "Node failure on X" asks Slurm what it did.
+  (srun exits 0 when a node of its step fails); srun's "Node failure on X" asks Slurm what it did. A
+  trainer that fails while the server is still starting ends the job at once (it says so).
 """
 
 from __future__ import annotations
@@ -108,11 +110,20 @@ class ServerHealth:
 
 
 class TrainerWatchdog:
-    def __init__(self, timeout_s: float, started: float):
+    """`awaiting_server`: a server is starting and its address is not handed over yet (handed_over)."""
+
+    def __init__(self, timeout_s: float, started: float, awaiting_server: bool = False):
         self.timeout_s = timeout_s
         self.beat_time: Optional[float] = None
         self.first_step_seen = False
+        self.ready_seen = False
+        self.awaiting_server = awaiting_server
         self.reset(started)
+
+    def handed_over(self, now: float) -> None:
+        """The server's address went to the trainer: from now on it has to show progress again."""
+        self.awaiting_server = False
+        self.last_progress = now
 
     def reset(self, now: float) -> None:
         """A trainer step started (again): no progress from it yet. The heartbeat already there is old."""
@@ -128,6 +139,11 @@ class TrainerWatchdog:
             if beat.phase == TrainerPhase.STEP.value and beat.step and not self.first_step_seen:
                 self.first_step_seen = True
                 event = Event("first training step done", mark="first_step")
+            elif beat.phase == TrainerPhase.WAITING_FOR_SERVER.value and not self.ready_seen:
+                self.ready_seen = True
+                event = Event("trainer prepared, waiting for the server", mark="trainer_ready")
+        if self.awaiting_server and self.phase == TrainerPhase.WAITING_FOR_SERVER.value:
+            self.last_progress = now  # it waits for the supervisor, not hung: the startup timeout bounds this
         silent = now - self.last_progress
         if silent > self.timeout_s:
             at = f" at step {self.step}" if self.step is not None else ""
@@ -144,6 +160,7 @@ class TrainerExit:
     srun_error: Optional[str] = None  # srun's "slurmctld did not answer" line
     node_failures: tuple[str, ...] = ()  # nodes in srun's "Node failure on X" lines
     heartbeat: Optional[Heartbeat] = None  # the trainer's last
+    server_starting: bool = False  # it ended before the server's address was handed over
 
 
 class TrainerEnd:
@@ -160,7 +177,9 @@ class TrainerEnd:
         if seen.node_failures:
             return NodeLost({node: ("srun: Node failure", "") for node in seen.node_failures}, seen.rc)
         if seen.rc != 0:
-            return failed(Cause.TRAINER_FAILED, f"trainer exited with code {seen.rc}", tail="trainer", **ended)
+            # failing while it prepared (imports, model, data, rewards) ends the job without waiting for the server
+            during = " while the server was starting" if seen.server_starting else ""
+            return failed(Cause.TRAINER_FAILED, f"trainer exited with code {seen.rc}{during}", tail="trainer", **ended)
         beat = seen.heartbeat
         if beat is None or not beat.done:
             # srun reports 0 when a node of its step failed ("srun: error: Node failure on ...")

@@ -15,7 +15,7 @@ import traceback
 from typing import Optional
 
 from launcher.jobfolder import progress
-from launcher.jobfolder.names import VERSIONS
+from launcher.jobfolder.names import SERVER_READY, VERSIONS
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.train.errors import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT_FAILED, JobError, PreflightFailed
 from launcher.train.job import SERVER_URL_ENV, Job, folders, load_job
@@ -39,7 +39,7 @@ def describe(job: Job, preflight: Optional[str]) -> str:
     if not job.grpo.get("use_vllm"):
         server = "none (trainer.use_vllm=false)"
     elif job.server_mode or preflight:
-        server = job.server_url or f"{SERVER_URL_ENV} unset"
+        server = job.server_url or f"from the supervisor once healthy ({SERVER_READY})"
     else:
         server = f"none ({job.grpo.get('vllm_mode')} mode: vLLM inside the trainer)"
     what = f"PREFLIGHT ({preflight})" if preflight else "TRAIN"

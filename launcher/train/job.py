@@ -6,7 +6,9 @@ Read from the environment (the sbatch script, the supervisor and launcher.compon
 - `LAUNCHER_ATTEMPT_DIR`  this attempt's folder (default `<job_dir>/attempt-1`)
 - `LAUNCHER_DEVICE`       "cuda" | "cpu", decided once by the step wrapper (launcher.node.resolve_device);
                           unset: plan.device when it is "cuda" or "cpu" (an "auto" plan needs the wrapper)
-- `LAUNCHER_SERVER_URL`   the vLLM server, e.g. http://10.213.0.11:41234 (server mode with vLLM only)
+- `LAUNCHER_SERVER_URL`   the vLLM server, e.g. http://10.213.0.11:41234, for a trainer run by hand; under
+                          the supervisor it is unset and the address comes in server_ready.json once the
+                          server is healthy (launcher.train.handover)
 - `RANK` / `WORLD_SIZE`   set by `accelerate launch`; absent = one process, rank 0
 
 `plan.grpo` holds the GRPOConfig kwargs, where {job_dir} and {attempt_dir} are filled here.

@@ -5,7 +5,10 @@ prints a summary and records it: `preflight.json` and one metrics.jsonl row of k
 
 The trainer step decides when it runs (trainer.preflight=true, or server mode on a node without CUDA:
 weight sync to the server needs CUDA) and passes `--preflight[=WHY]`. Global rank 0 only.
-Heartbeat phase "preflight" with stage server, data, generate, score; then done (reason "preflight").
+The overlapped start as in training: tokenizer, dataset, rewards and the prompts' token ids are prepared
+first, then the server's address is waited for (launcher.train.handover). Heartbeat phase "preflight"
+with stage data, then waiting_for_server, then "preflight" with stage server, generate, score; then done
+(reason "preflight").
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from launcher.jobfolder.names import PREFLIGHT
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.train.data import load_processing_class, load_rewards, load_train_dataset
 from launcher.train.errors import EXIT_OK, JobError, PreflightFailed
-from launcher.train.job import SERVER_URL_ENV, Job
+from launcher.train.handover import server_url
+from launcher.train.job import Job
 from launcher.train.report import HeartbeatWriter, say
 from launcher.train.scoring import Scores, score
 
@@ -165,22 +169,22 @@ def summarize(reason: str, server: Server, settings: dict, prompts: list, n_gen:
 
 def run_preflight(job: Job, beat: HeartbeatWriter, reason: str) -> int:
     start = time.time()
-    beat(TrainerPhase.PREFLIGHT, stage="server")
-    if not job.server_url:
-        raise JobError(f"preflight needs the vLLM server, but {SERVER_URL_ENV} is not set")
+    beat(TrainerPhase.PREFLIGHT, stage="data")
     settings = grpo_settings(job.grpo)
     n_gen = int(settings["num_generations"])
-    server = check_server(job.server_url, settings)
-
-    beat(TrainerPhase.PREFLIGHT, stage="data")
-    processing_class = load_processing_class(job.plan.model)
+    rewards = load_rewards(job.plan.reward)  # the cheapest check first
     dataset = load_train_dataset(job.plan.data)
     rows = dataset.select(range(min(int(job.plan.policies.preflight_prompts or 4), len(dataset))))
     if len(rows) == 0:
         raise JobError(f"the dataset {job.plan.data.name_or_path} is empty")
-    rewards = load_rewards(job.plan.reward)
+    processing_class = load_processing_class(job.plan.model)
     prompts = list(rows["prompt"])
     prompt_ids = tokenize_prompts(processing_class, prompts, settings.get("chat_template_kwargs") or {})
+    import trl.generation.vllm_client  # noqa: F401 - TRL's client, imported before the wait
+
+    url = server_url(job, beat, prepared_s=time.time() - start)
+    beat(TrainerPhase.PREFLIGHT, stage="server")
+    server = check_server(url, settings)
 
     beat(TrainerPhase.PREFLIGHT, stage="generate")
     completion_ids, gen_s = generate(server, prompt_ids, n_gen, settings)

@@ -2,9 +2,18 @@
 checkpoint, train, save. Runs on every process `accelerate launch` started (one per GPU, possibly
 several nodes), or as one plain process on CPU (trainer.use_vllm=false).
 
-Heartbeat phases: load_model, load_data, build_trainer, train, then per step (launcher.train.callback),
-save, done ({"reason": "finished" | "checkpoint"}). A later attempt resumes from the newest complete
-`checkpoint-*` (one holding trainer_state.json) in output_dir; newer incomplete ones are ignored.
+Heartbeat phases: load_data (rewards and dataset first: they fail fast), load_model, waiting_for_server
+(server mode), build_trainer, train, then per step (launcher.train.callback), save, done ({"reason":
+"finished" | "checkpoint"}). A later attempt resumes from the newest complete `checkpoint-*` (one holding
+trainer_state.json) in output_dir; newer incomplete ones are ignored.
+
+The overlapped start (server mode): TRL's GRPOTrainer connects to the server in its constructor (its
+VLLMGeneration makes the VLLMClient, which waits for /health, and joins the NCCL weight-sync group), so
+everything that does not need the server comes first (imports, GRPOConfig and the process group, model,
+tokenizer, dataset, rewards, the GRPOTrainer class itself), then the trainer waits for the supervisor's
+handover (launcher.train.handover) and only then builds GRPOTrainer with the server's URL. No TRL internals
+are patched; what waits for the server is GRPOTrainer's own construction (the reference model only when
+grpo.beta > 0, which is not TRL's default).
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ from launcher.jobfolder.progress import TrainerPhase
 from launcher.paths import local_path
 from launcher.train.data import load_processing_class, load_rewards, load_train_dataset, reward_name
 from launcher.train.errors import EXIT_OK, JobError
-from launcher.train.job import SERVER_URL_ENV, Job
+from launcher.train.handover import server_url
+from launcher.train.job import Job
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, say
 
@@ -37,10 +47,7 @@ def build_grpo_config(job: Job):
         if job.use_cpu:
             raise JobError("weight sync to the vLLM server needs CUDA (NCCL) and LAUNCHER_DEVICE is cpu: on CPU the "
                            "trainer step runs --preflight instead, or set trainer.use_vllm=false to train on CPU")
-        if not job.server_url:
-            raise JobError(f"server mode with trainer.use_vllm=true but {SERVER_URL_ENV} is not set "
-                           "(the launcher sets it to the server component's address)")
-        kwargs["vllm_server_base_url"] = job.server_url
+        kwargs["vllm_server_base_url"] = job.server_url  # None until the handover (run_training sets it)
         kwargs["vllm_group_port"] = group_port(job.is_main)
     kwargs.setdefault("trust_remote_code", bool(job.plan.model.trust_remote_code))
     if not sys.stderr.isatty():
@@ -98,11 +105,17 @@ def _resume_point(output_dir: str, is_main: bool) -> Optional[str]:
 def run_training(job: Job, beat: HeartbeatWriter) -> int:
     from launcher.train.callback import LauncherCallback  # imports transformers: only when training
 
+    started = time.time()
     args = build_grpo_config(job)
     is_main = job.is_main
-    if is_main and job.server_mode:
-        say(f"weight-sync group port {args.vllm_group_port} on "
-            f"{os.environ.get('VLLM_HOST_IP') or 'the address vLLM detects (VLLM_HOST_IP unset)'}")
+
+    beat(TrainerPhase.LOAD_DATA)  # the cheap checks first: a reward that does not import fails before the model loads
+    rewards = load_rewards(job.plan.reward)
+    with args.main_process_first(desc="dataset loading"):
+        dataset = load_train_dataset(job.plan.data)
+    if is_main:
+        say(f"dataset {job.plan.data.name_or_path}: {len(dataset)} rows, columns {', '.join(dataset.column_names)}; "
+            f"rewards {', '.join(reward_name(f) for f in rewards)}")
 
     beat(TrainerPhase.LOAD_MODEL)
     t0 = time.time()
@@ -113,17 +126,15 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
         say(f"model {job.plan.model.name_or_path}: {n_params / 1e6:.1f} M parameters, "
             f"{next(model.parameters()).dtype}, loaded in {time.time() - t0:.1f} s")
 
-    beat(TrainerPhase.LOAD_DATA)
-    with args.main_process_first(desc="dataset loading"):
-        dataset = load_train_dataset(job.plan.data)
-    rewards = load_rewards(job.plan.reward)
-    if is_main:
-        say(f"dataset {job.plan.data.name_or_path}: {len(dataset)} rows, columns {', '.join(dataset.column_names)}; "
-            f"rewards {', '.join(reward_name(f) for f in rewards)}")
+    from trl import GRPOTrainer  # imports TRL's vLLM client side too: before the wait
+
+    if job.server_mode:
+        args.vllm_server_base_url = server_url(job, beat, prepared_s=time.time() - started)
+        if is_main:
+            say(f"weight-sync group port {args.vllm_group_port} on "
+                f"{os.environ.get('VLLM_HOST_IP') or 'the address vLLM detects (VLLM_HOST_IP unset)'}")
 
     beat(TrainerPhase.BUILD_TRAINER)
-    from trl import GRPOTrainer
-
     callback = LauncherCallback(job.attempt_dir, beat, is_main)
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                           processing_class=processing_class, callbacks=[callback])
