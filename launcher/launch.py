@@ -1,4 +1,5 @@
-"""One launch: plan, then dry-run, submit (Slurm) or run (local). Sweep points come through here too."""
+"""One launch: plan, then dry-run, or (offline) stage the hub model and dataset and submit (Slurm) or run
+(local). Sweep points come through here too."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def report_invalid(error: InvalidConfig) -> None:
 
 def dry_run(plan: Plan, cfg: LaunchConfig) -> None:
     print(plan)
+    if plan.offline:
+        from launcher.plan.hub_repos import status_lines
+
+        for line in status_lines(plan):
+            print(f"  offline: {line}")
     print()
     if plan.backend == "slurm":
         from launcher.plan.sbatch import supervisor_command
@@ -44,7 +50,13 @@ def launch(composed, events=None) -> int:
     cfg: Optional[LaunchConfig] = None
     try:
         cfg = as_launch_config(composed)
-        plan = build_plan(cfg, gather_facts(cfg) if events is None else events.facts(cfg), python=sys.executable)
+        facts = gather_facts(cfg) if events is None else events.facts(cfg)
+        plan = build_plan(cfg, facts, python=sys.executable)
+        if plan.offline and not cfg.dry_run:
+            from launcher.backends.staging import stage  # downloads, when the cache lacks a repo
+
+            if stage(plan):  # a model just staged: the checks that read its config.json run now
+                plan = build_plan(cfg, facts, python=sys.executable)
     except InvalidConfig as error:
         if events is not None:  # recorded; the sweep lists every invalid point with its reasons at the end
             events.on_rejected(cfg, error)

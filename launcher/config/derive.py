@@ -1,16 +1,22 @@
 """Values that follow from other keys of the typed config: server.gpus_per_node when null (TP x DP /
-nodes), the trainer's process count, and the local backend's GPU split. Validation and the plan read
+nodes), cluster.hf_home when offline, the trainer's process count, and the local backend's GPU split. Validation and the plan read
 them here, so both agree.
 """
 
 from __future__ import annotations
 
+import os
+
 from launcher.config.schema import LaunchConfig, Mode
+from launcher.hub_cache import default_hf_home
 
 
 def derive(cfg: LaunchConfig) -> LaunchConfig:
     """Fill keys whose null means "follow the others": server.gpus_per_node = TP x DP / nodes (rounded up,
-    so that a TP x DP that does not split over the nodes is reported by validation, naming the keys)."""
+    so that a TP x DP that does not split over the nodes is reported by validation, naming the keys), and,
+    offline, cluster.hf_home = the cache huggingface_hub would use here ($HF_HOME, else ~/.cache/huggingface)."""
+    if cfg.cluster.offline and not cfg.cluster.hf_home:
+        cfg.cluster.hf_home = default_hf_home(os.environ)
     server = cfg.server
     if server.gpus_per_node is None:
         parts = (server.tensor_parallel_size, server.data_parallel_size, server.nodes)

@@ -125,6 +125,7 @@ class DataConfig(_Section):
     name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
     split: str = "train"
     config_name: Optional[str] = None  # dataset configuration (subset) name
+    revision: Optional[str] = None  # hub revision of a hub dataset (branch, tag or commit); null = main
     max_samples: Optional[int] = None  # keep only the first N rows
 
 
@@ -151,6 +152,8 @@ class ClusterConfig(_Section):
         default_factory=lambda: ["HF_TOKEN", "WANDB_API_KEY"]
     )  # names passed from your environment into the job, never written anywhere
     python: Optional[str] = None  # interpreter on the nodes; null = the one running the launcher
+    offline: bool = False  # nodes without internet: stage the hub model + dataset into hf_home at submission (docs/offline.md)
+    hf_home: Optional[str] = None  # the Hugging Face cache the nodes share (HF_HOME); null = $HF_HOME, else ~/.cache/huggingface
     job_root: str = "jobs"  # job folders go under <job_root>/<name>/
     signal_before_end_s: int = 300  # USR2 this long before walltime: checkpoint, then requeue
     max_requeues: int = 3  # requeues after preemption or walltime (0 = never)

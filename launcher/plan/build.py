@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
+from launcher import hub_cache
 from launcher.config.compose import as_launch_config
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig, Mode, ServerConfig, TrainerConfig
@@ -71,6 +72,13 @@ def _policies(cfg: LaunchConfig) -> Policies:
         preflight_prompts=int(trainer.preflight_prompts), network_interface=cluster.network_interface)
 
 
+def _job_env(cfg: LaunchConfig) -> dict[str, str]:
+    """cluster.env, after the Hugging Face cache the job reads (and, offline, the offline switches)."""
+    cluster = cfg.cluster
+    cache = hub_cache.job_env(cluster.hf_home, bool(cluster.offline)) if cluster.hf_home else {}
+    return {**cache, **cluster.env}
+
+
 def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python: str = "python3") -> Plan:
     """Validate a composed config (a LaunchConfig; a plain nested mapping is typed first) and turn it into a
     Plan; InvalidConfig on errors."""
@@ -115,12 +123,12 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
     return Plan(
         name=cfg.name, backend=Backend(cluster.backend).value, mode=Mode(cfg.mode).value,
         device=Device(cfg.device).value, walltime_s=parse_walltime(cluster.time), python=python,
-        components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=dict(cluster.env),
+        components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=_job_env(cfg),
         secret_env=list(cluster.secret_env), grpo=_grpo(cfg), preflight=preflight, policies=_policies(cfg),
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code),
         data=DataSpec(name_or_path=cfg.data.name_or_path, split=cfg.data.split, config_name=cfg.data.config_name,
-                      max_samples=cfg.data.max_samples),
+                      max_samples=cfg.data.max_samples, revision=cfg.data.revision),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
                           weights=None if cfg.reward.weights is None else list(cfg.reward.weights)),
-        warnings=warnings)
+        warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home)

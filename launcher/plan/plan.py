@@ -47,6 +47,7 @@ class DataSpec:
     split: str = "train"
     config_name: Optional[str] = None
     max_samples: Optional[int] = None
+    revision: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Plan:
     data: DataSpec
     reward: RewardSpec
     warnings: list[str] = field(default_factory=list)
+    offline: bool = False  # cluster.offline: the hub model and dataset are staged at submission, the job runs offline
+    hf_home: Optional[str] = None  # the Hugging Face cache the job reads (HF_HOME), when set or offline
 
     def component(self, name: str) -> Optional[Component]:
         return next((c for c in self.components if c.name == name), None)

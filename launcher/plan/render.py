@@ -20,13 +20,21 @@ def what_is_trained(plan: Any) -> list[str]:
         model += f", revision {m.revision}" if m.revision else ", revision: the latest on main"
     model += ", trust_remote_code)" if m.trust_remote_code else ")"
     data = f"  data:    {d.name_or_path} ({_where(d.name_or_path)}), split {d.split}"
+    if d.revision and not looks_local(d.name_or_path):
+        data += f", revision {d.revision}"
     if d.config_name:
         data += f", config {d.config_name}"
     data += f", first {d.max_samples} rows" if d.max_samples is not None else ", all rows"
     weights = r.weights if r.weights is not None else [1.0] * len(r.funcs)
     rewards = ", ".join(f"{f} x {w:g}" for f, w in zip(r.funcs, weights))
     note = "" if r.weights is not None else " (TRL's default weights)"
-    return [model, data, f"  rewards: {rewards}{note}"]
+    lines = [model, data, f"  rewards: {rewards}{note}"]
+    if plan.offline:
+        lines.append(f"  offline: hub repos staged into {plan.hf_home} at submission (what is there is skipped); "
+                     "the job runs with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1")
+    if plan.env:
+        lines.append(f"  env (every component): {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in plan.env.items())}")
+    return lines
 
 
 def render_plan(plan: Any) -> str:

@@ -2,15 +2,19 @@
 functions, from the plan's DataSpec, ModelSpec and RewardSpec.
 
 A dataset is a hub id, a local dataset folder (save_to_disk, or anything load_dataset reads) or a local
-data file (.json, .jsonl, .parquet, .csv, .arrow: one "train" split). It needs a "prompt" column.
+data file (.json, .jsonl, .parquet, .csv, .arrow: one "train" split). It needs a "prompt" column. Offline
+(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, as cluster.offline sets them), a hub id is read from its snapshot in
+the hub cache.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from launcher import hub_cache
 from launcher.paths import local_path, looks_local
 from launcher.plan.plan import DataSpec, ModelSpec, RewardSpec
 from launcher.train.errors import JobError
@@ -41,6 +45,23 @@ def _from_folder(path: Path, split: str, config_name: Any):
     return obj
 
 
+def _offline(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _cached_snapshot(data: DataSpec, environ: Mapping[str, str]) -> Path:
+    """A hub dataset, offline: its snapshot in the hub cache, loaded as a folder (datasets itself, offline,
+    reads only its own Arrow cache of an earlier load, never the hub cache's files)."""
+    hub = Path(environ["HF_HUB_CACHE"]) if environ.get("HF_HUB_CACHE") else hub_cache.hub_dir(
+        hub_cache.default_hf_home(environ))
+    folder = hub_cache.snapshot(hub, "dataset", str(data.name_or_path), data.revision)
+    if folder is None or hub_cache.missing("dataset", folder):
+        raise JobError(f"dataset {data.name_or_path}@{data.revision or 'main'} is not in the Hugging Face cache {hub}, "
+                       "and the job runs offline: launch with cluster.offline=true (it stages the dataset at "
+                       "submission), or download it into that cache")
+    return folder
+
+
 def load_train_dataset(data: DataSpec):
     """The dataset the plan names, cut to data.max_samples rows."""
     name = str(data.name_or_path)
@@ -52,10 +73,12 @@ def load_train_dataset(data: DataSpec):
         ds = _from_folder(path, split, data.config_name)
     elif looks_local(name):
         raise JobError(f"data.name_or_path {name} does not exist")
+    elif _offline(os.environ):
+        ds = _from_folder(_cached_snapshot(data, os.environ), split, data.config_name)
     else:
         from datasets import load_dataset
 
-        ds = load_dataset(name, data.config_name, split=split)
+        ds = load_dataset(name, data.config_name, split=split, revision=data.revision)
     if data.max_samples is not None and data.max_samples < len(ds):
         ds = ds.select(range(int(data.max_samples)))
     if "prompt" not in ds.column_names:

@@ -1,7 +1,7 @@
 """Rules on `grpo` (any trl.GRPOConfig field): names, types and choices against launcher/grpo_fields.json,
 the counts TRL divides by, the numbers TRL accepts that leave a run meaningless (a learning rate of 0 or
 less, max_steps=0, ...), the generation batch against num_generations and the trainer's processes, and
-completion lengths against the server's context.
+completion lengths against the server's and the model's context.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from launcher.config.derive import trainer_processes
 from launcher.config.schema import LaunchConfig, Mode
 from launcher.validate.problems import Facts, Problem
+from launcher.validate.topology import model_config
 
 # GRPOConfig fields the launcher sets itself: a user value would silently break the wiring.
 LAUNCHER_OWNED_GRPO = {
@@ -217,6 +218,30 @@ def check_grpo_batch(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
              "trainer.gpus_per_node"),
             f"the generation batch ({how} = {gen_batch}) must be divisible by num_generations ({num_generations})"))
     return problems
+
+
+def check_model_context(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
+    """The server's context against the model's (max_position_embeddings of its config.json, local or in the
+    hub cache): vLLM refuses a longer max_model_len at start; without one, a completion as long as the model's
+    context leaves no room for the prompt. Skipped when rope scaling stretches the context (vLLM derives it)."""
+    found = model_config(cfg)
+    if found is None:
+        return []
+    text = found[0].get("text_config") or found[0]
+    context = text.get("max_position_embeddings")
+    if not isinstance(context, int) or text.get("rope_scaling"):
+        return []
+    max_len = cfg.server.max_model_len if cfg.mode == Mode.server else None
+    allowed = "VLLM_ALLOW_LONG_MAX_MODEL_LEN" in {**cfg.cluster.env, **cfg.server.env}
+    if isinstance(max_len, int) and max_len > context and not allowed:
+        return [Problem(("server.max_model_len",), f"{max_len} is longer than the model's context ({context} tokens, "
+                                                   f"max_position_embeddings in {found[1]}): vLLM refuses to start")]
+    completion = cfg.grpo.get("max_completion_length", grpo_fields()["fields"]["max_completion_length"]["default"])
+    if max_len is None and isinstance(completion, int) and completion >= context:
+        return [Problem(("grpo.max_completion_length",),
+                        f"completions of up to {completion} tokens leave no room for the prompt in the model's context "
+                        f"of {context} tokens (max_position_embeddings in {found[1]})")]
+    return []
 
 
 def check_lengths(cfg: LaunchConfig, facts: Facts) -> list[Problem]:

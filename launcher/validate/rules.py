@@ -19,7 +19,7 @@ from launcher.validate.commands import check_extra_args, check_reward_modules, c
 from launcher.validate.env import check_env
 from launcher.validate.files import check_local_files, check_paths
 from launcher.validate.grpo import (check_grpo_batch, check_grpo_counts, check_grpo_fields, check_grpo_ranges,
-                                    check_lengths, grpo_fields)
+                                    check_lengths, check_model_context, grpo_fields)
 from launcher.validate.names import check_name, check_ports, check_timeouts, check_walltime
 from launcher.validate.network import check_network_interface
 from launcher.validate.problems import EXIT_INVALID_CONFIG, Facts, InvalidConfig, Problem
@@ -35,7 +35,7 @@ RULES: tuple[Rule, ...] = (
     check_grpo_fields, check_grpo_counts, check_grpo_batch, check_lengths, check_extra_args, check_walltime,
     check_timeouts, check_server_settings, check_ports, check_paths, check_local_files, check_rewards, check_env,
     check_sbatch, check_local_gpus, check_slurm_facts, check_resources, check_network_interface,
-    check_grpo_ranges, check_reward_modules,
+    check_grpo_ranges, check_reward_modules, check_model_context,
 )
 
 

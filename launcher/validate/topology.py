@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from launcher import hub_cache
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, LaunchConfig, Mode
+from launcher.paths import looks_local
 from launcher.validate.problems import Facts, Problem
 
 
@@ -59,13 +61,24 @@ def multi_node_server_message(tp: int, dp: int, nodes: int) -> str:
             "for one node's GPUs, use a quantized or smaller model (docs/cluster-cookbook.md, multi-node servers)")
 
 
-def read_model_config(name_or_path: str) -> Optional[dict]:
-    """config.json of a local model folder, or None when it is not a readable local folder."""
-    path = Path(os.path.expanduser(name_or_path)) / "config.json"
+def model_config(cfg: LaunchConfig) -> Optional[tuple[dict, str]]:
+    """The model's config.json and where it was read: a local model folder, else the snapshot of the hub id
+    at model.revision in cluster.hf_home's cache (staged there, or there already); None when neither is."""
+    name = cfg.model.name_or_path
     try:
-        return json.loads(path.read_text())
+        return json.loads((Path(os.path.expanduser(name)) / "config.json").read_text()), f"{name}/config.json"
     except (OSError, ValueError):
-        return None
+        pass
+    if cfg.cluster.hf_home and not looks_local(name):
+        cached = hub_cache.model_config(hub_cache.hub_dir(cfg.cluster.hf_home), name, cfg.model.revision)
+        if cached is not None:
+            return cached[0], str(cached[1])
+    return None
+
+
+def read_model_config(cfg: LaunchConfig) -> Optional[dict]:
+    found = model_config(cfg)
+    return found[0] if found else None
 
 
 def _text_config(model_cfg: dict) -> dict:
@@ -76,10 +89,11 @@ def _text_config(model_cfg: dict) -> dict:
 def check_tensor_parallel_heads(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     if cfg.mode != Mode.server:
         return []
-    model_cfg = read_model_config(cfg.model.name_or_path)
+    found = model_config(cfg)
     tp = cfg.server.tensor_parallel_size
-    if model_cfg is None or not isinstance(tp, int) or tp < 1:
+    if found is None or not isinstance(tp, int) or tp < 1:
         return []
+    model_cfg, source = found
     text = _text_config(model_cfg)
     heads = text.get("num_attention_heads")
     kv_heads = text.get("num_key_value_heads", heads)
@@ -87,8 +101,7 @@ def check_tensor_parallel_heads(cfg: LaunchConfig, facts: Facts) -> list[Problem
     if isinstance(heads, int) and heads % tp:
         problems.append(Problem(
             ("server.tensor_parallel_size",),
-            f"TP = {tp} must divide the model's attention heads ({heads}, from "
-            f"{cfg.model.name_or_path}/config.json)"))
+            f"TP = {tp} must divide the model's attention heads ({heads}, from {source})"))
     elif isinstance(kv_heads, int) and kv_heads % tp and tp % kv_heads:
         problems.append(Problem(
             ("server.tensor_parallel_size",),
@@ -102,7 +115,7 @@ def check_data_parallel_dense(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
         return []
     if not isinstance(dp, int) or dp < 1:
         return []
-    model_cfg = read_model_config(cfg.model.name_or_path)
+    model_cfg = read_model_config(cfg)
     moe_keys = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
     if model_cfg is not None and any(_text_config(model_cfg).get(k) for k in moe_keys):
         return []
