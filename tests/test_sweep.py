@@ -158,6 +158,26 @@ def test_sbatch_calls_are_spaced_by_the_rate_limit(fake, tmp_path):
     assert min(gaps) >= 0.25 - 0.02, gaps
 
 
+def test_the_end_of_a_sweep_asks_squeue_first(fake, tmp_path):
+    # squeue lists every job of -j (the jobs just went in): sacct, which lags slurmctld, is not needed
+    write_fake(fake.bin, "squeue", 'echo "$*" >> "$FAKE/squeue.calls"\n'
+                                   'while [ $# -gt 0 ]; do [ "$1" = -j ] && ids=$2; shift; done\n'
+                                   'for j in ${ids//,/ }; do echo "$j+0|PENDING"; echo "$j+1|RUNNING"; done\n')
+    out = fake.launcher("-m", "+experiment=deepmath", "cluster=slurm", "cluster.job_root=jobs",
+                        "grpo.learning_rate=1e-6,2e-6", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 0, out.stderr
+    assert fake.calls("sacct") == [] and len(fake.calls("squeue")) == 1
+    assert [p["state"] for p in Manifest(tmp_path / "sweep").read()] == ["RUNNING", "RUNNING"]
+
+
+def test_facts_are_read_once_per_cluster_setting(fake, tmp_path):
+    out = fake.launcher("-m", "+experiment=deepmath", "cluster=slurm", "cluster.job_root=jobs", "cluster.partition=a,b",
+                        "grpo.learning_rate=1e-6,2e-6", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 0, out.stderr
+    assert len(fake.calls("sbatch")) == 4
+    assert len(fake.calls("sinfo")) == 2 * 2  # one read per partition (each with its one retry), not per point
+
+
 def test_transient_errors_are_retried_with_backoff(fake, tmp_path):
     fake.fail_next(2, "Socket timed out on send/recv operation")
     out = fake.launcher("-m", "+experiment=deepmath", "cluster=slurm", "cluster.job_root=jobs",
@@ -353,10 +373,12 @@ def test_a_point_that_cannot_compose_fails_the_sweep_before_anything_is_submitte
         point_configs("+experiment=deepmath", "server.tensor_parallel_size=1,abc")
     with pytest.raises(HydraException, match="no_such_key"):
         point_configs("+experiment=deepmath", "server.no_such_key=1,2")
+    with pytest.raises(HydraException, match="already"):  # `+key=` onto a key the config has: Hydra refuses it
+        point_configs("+experiment=deepmath", "+grpo.learning_rate=1e-6,2e-6")
 
 
 def test_hydra_interpolations_get_each_points_own_hydra_config(hydra_loader):
-    configs, loader, points = point_configs("+experiment=deepmath", "trainer.nodes=1,2", "name=run-${hydra:job.num}")
+    configs, _, points = point_configs("+experiment=deepmath", "trainer.nodes=1,2", "name=run-${hydra:job.num}")
     assert [configs.get(i).name for i in range(len(points))] == ["run-0", "run-1"]  # composed one by one
 
 

@@ -4,7 +4,8 @@ launch() and the Slurm backend call these instead of exiting or printing the end
 each records the point in the manifest at once, so the manifest always says what went in:
 
   skip()                       a resumed sweep: True for a point that is not to be submitted again
-  facts(cfg)                   what sinfo says, read once per sweep (per backend) instead of once per point
+  facts(cfg)                   what sinfo and the job's Python say, read once for all points with the same
+                               cluster settings instead of once per point
   git_snapshot()               the working tree's commit and diff, taken once per sweep
   on_rejected(cfg, error)      an invalid point: recorded with its reasons, nothing submitted
   on_submitting(cfg, plan)     before sbatch: the point's job folder is created and recorded (returned)

@@ -81,7 +81,7 @@ class PointConfigs:
         self.parser = OverridesParser.create(config_loader=config_loader)
         self._parsed: dict[str, Override] = {}
         self._groups: dict[str, set[str]] = {}  # parent group -> its child groups (the loader is asked once each)
-        self.compositions = 0  # how many times Hydra composed (for the sweep's summary line)
+        self.compositions = 0  # how many times Hydra composed
         self._bases: dict[GroupKey, DictConfig] = {}
         self._unusable: set[GroupKey] = set()  # groups whose config interpolates ${hydra:...}
         self._assignments: list[Optional[list[Assignment]]] = []  # None: Hydra composes the point
@@ -121,6 +121,7 @@ class PointConfigs:
     def _plan(self, overrides: list[str]) -> None:
         group: list[str] = []
         values: list[Assignment] = []
+        added: list[str] = []
         fits = True
         for text in overrides:
             override = self._parse(text)
@@ -134,9 +135,11 @@ class PointConfigs:
                 fits = False
             else:
                 values.append((override.key_or_group, value, override.is_add() or override.is_force_add()))
-                if override.is_add():  # `+key=v` onto an existing value: Hydra refuses it, so let Hydra say so
-                    fits = fits and self._add_allowed(tuple(group), override.key_or_group)
+                if override.is_add():
+                    added.append(override.key_or_group)
         key = tuple(group)
+        # `+key=v` onto an existing value: Hydra refuses it, so Hydra is left to say so
+        fits = fits and all(self._add_allowed(key, k) for k in added)
         keys = tuple(sorted(k for k, _, _ in values))
         if fits and self._group_keys.setdefault(key, keys) != keys:
             fits = False  # not the same keys as the group's other points: composed on its own

@@ -13,7 +13,8 @@ Hydra hands every point to the launcher plugin (hydra_plugins/launcher_sweep) up
    the manifest as it goes. While a point is submitted, SIGINT / SIGTERM / SIGHUP are blocked (sbatch
    inherits the mask, so a terminal's Ctrl-C cannot kill it halfway); a signal then stops the sweep
    after that point, as does an sbatch failure;
-5. reads every job's state in one sacct call and prints the end table; the exit status says how it went.
+5. reads every job's state at once (one squeue call, sacct only for what it no longer lists) and prints
+   the end table; the exit status says how it went.
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ class SweepRun:
     # ----------------------------------------------------------------------------- once per sweep
 
     def facts(self, cfg):
-        """What the cluster says (sinfo), once per backend for the whole sweep."""
+        """What the cluster (sinfo) and the job's Python say, read once for all the points that agree on what
+        facts are read from: the cluster section, the reward functions and the trainer's environment. A sweep
+        over other keys reads them once; one over cluster.partition, once per partition."""
         from launcher.validate.facts import gather_facts
 
-        backend = str(_value(cfg.cluster.backend))
-        if backend not in self._facts:
-            self._facts[backend] = gather_facts(cfg)
-        return self._facts[backend]
+        key = repr((cfg.cluster, cfg.reward, cfg.trainer.env))
+        if key not in self._facts:
+            self._facts[key] = gather_facts(cfg)
+        return self._facts[key]
 
     def git_snapshot(self) -> tuple[str, str]:
         from launcher.jobfolder.layout import git_snapshot
@@ -216,7 +219,7 @@ class SweepRun:
     def end(self) -> int:
         """Every point done: states read once, the table; the exit status."""
         self.restore_signals()
-        print_end_table(self.dir, refresh_states(self.dir, self.manifest))
+        print_end_table(self.dir, refresh_states(self.dir, self.manifest, just_queued=True))
         if self.errors:
             return EXIT_POINT_ERROR
         return EXIT_SOME_REJECTED if self.rejected else 0

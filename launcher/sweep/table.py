@@ -12,8 +12,10 @@ from launcher.sweep.manifest import (DRY_RUN, ERROR, LOCAL, REJECTED, SUBMIT_FAI
                                      record_states)
 
 
-def refresh_states(sweep_dir: Path, manifest: Optional[Manifest] = None) -> list[dict]:
-    """One sacct call (plus one squeue for jobs sacct does not list yet) for every job of the sweep."""
+def refresh_states(sweep_dir: Path, manifest: Optional[Manifest] = None, just_queued: bool = False) -> list[dict]:
+    """Every job's state, read at once and written into the manifest: one sacct call (plus one squeue for the
+    jobs sacct does not list yet). `just_queued` (the end of a sweep): squeue first, since slurmctld holds
+    every job that just went in while sacct lags, and sacct only for what squeue no longer lists."""
     from launcher.slurm.states import query_states, state_of
 
     manifest = manifest or Manifest(sweep_dir)
@@ -22,12 +24,27 @@ def refresh_states(sweep_dir: Path, manifest: Optional[Manifest] = None) -> list
     if not ids:
         return points
     try:
-        info = query_states(ids, timeout_s=20)
-    except Exception:  # sacct missing or slow: the table shows what was recorded
+        info = _queue_first(ids) if just_queued else query_states(ids, timeout_s=20)
+    except Exception:  # sacct or squeue missing or slow: the table shows what was recorded
         return points
     states = {job: state_of(info.get(job)) for job in ids if job in info}
     record_states(sweep_dir, states, manifest)
     return manifest.read()
+
+
+def _queue_first(ids: list[str]) -> dict[str, dict[str, str]]:
+    import subprocess
+
+    from launcher.slurm.states import parse_squeue, query_states
+
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T", "-j", ",".join(ids)], capture_output=True, text=True,
+                         timeout=20)
+    info = {job: {"JobID": job, "State": state} for job, state in parse_squeue(out.stdout).items()} \
+        if out.returncode == 0 else {}
+    missing = [job for job in ids if job not in info]
+    if missing:
+        info.update(query_states(missing, timeout_s=20))
+    return info
 
 
 def varying(points: list[dict]) -> tuple[list[str], set[str]]:
