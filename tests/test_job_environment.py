@@ -117,3 +117,22 @@ def test_slurm_conf_that_does_not_exist(tmp_path, monkeypatch):
     facts = gather_facts(compose("+experiment=smoke", "cluster=slurm"))
     assert facts.slurm_error == f"SLURM_CONF={tmp_path / 'slurm.conf'} does not exist"
     assert [p.keys for p in validate(compose("+experiment=smoke", "cluster=slurm"), facts)][0] == ("cluster",)
+
+
+def test_a_controller_that_never_answers_is_said_in_the_launchers_words(tmp_path):
+    """sbatch's transient error until the retries run out (cluster.submit_retries=0: at once)."""
+    bin_dir = tmp_path / "bin"
+    fake_executable(bin_dir, "sbatch", "echo 'sbatch: error: Batch job submission failed: Unable to contact slurm "
+                                       "controller (connect failure)' >&2\nexit 1\n")
+    fake_executable(bin_dir, "sinfo", "echo 'debug|gpu:2|3|infinite|debug*'\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    env.pop("SLURM_CONF", None)
+    out = subprocess.run([sys.executable, "-m", "launcher", "+experiment=smoke", "cluster=slurm",
+                          "cluster.submit_retries=0", f"cluster.job_root={tmp_path}/jobs"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.splitlines()[-2:] == [
+        "launcher: sbatch failed (transient, retries exhausted): sbatch: error: Batch job submission failed: Unable "
+        "to contact slurm controller (connect failure)",
+        "launcher: no Slurm controller answered this machine (is slurmctld up? `scontrol ping` says); nothing was "
+        "queued. To run on this machine instead, add cluster=local"]

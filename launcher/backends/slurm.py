@@ -228,6 +228,9 @@ def submit_launch(plan: Plan, cfg, events=None) -> int:
         job, job_dir = submit(plan, cfg, job_dir, git=events.git_snapshot() if events is not None else None)
     except SubmissionError as error:
         print(f"launcher: {error}", file=sys.stderr)
+        if is_transient(str(error)):  # retries exhausted: say what it means, in the launcher's words
+            print("launcher: no Slurm controller answered this machine (is slurmctld up? `scontrol ping` says); "
+                  "nothing was queued. To run on this machine instead, add cluster=local", file=sys.stderr)
         if events is not None:
             events.on_submit_failed(cfg, error)
         return 1
