@@ -206,3 +206,46 @@ def test_the_job_loads_a_hub_dataset_from_the_cache_offline(hf_home, monkeypatch
         load_train_dataset(DataSpec(name_or_path=DATA, split="train", revision="v9"))
     assert str(error.value).startswith(f"dataset {DATA}@v9 is not in the Hugging Face cache {hf_home / 'hub'}")
     assert "cluster.offline=true" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- downloads, from a hub stand-in
+
+
+def test_staging_downloads_what_is_missing_then_skips_it(fake_slurm, tmp_path):
+    """huggingface_hub for real, against tests/fake_hub.py on 127.0.0.1 (HF_ENDPOINT): progress bars, the other
+    weight formats left out, then a second launch that asks the hub nothing."""
+    from fake_hub import FakeHub
+
+    env, record = fake_slurm
+    home = tmp_path / "hf"
+    rows = "".join(json.dumps({"prompt": [{"role": "user", "content": "1+1?"}], "solution": "2"}) + "\n"
+                   for _ in range(4)).encode()
+    args = ["+experiment=smoke", "cluster=slurm", "cluster.offline=true", f"cluster.hf_home={home}",
+            f"model.name_or_path={MODEL}", f"data.name_or_path={DATA}", f"cluster.job_root={tmp_path / 'jobs'}"]
+    with FakeHub() as hub:
+        hub.add("model", MODEL, {"config.json": json.dumps(CONFIG).encode(), "model.safetensors": b"w" * 4096,
+                                 "pytorch_model.bin": b"b" * 4096, "tokenizer.json": b"{}"})
+        hub.add("dataset", DATA, {"README.md": b"# data", "data/train.jsonl": rows})
+        env = dict(env, HF_ENDPOINT=hub.url)
+        first = run_launcher(args, env, tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"launcher: offline: staging model {MODEL}@main into {home / 'hub'} (not in the cache)" in first.stderr
+        assert "Fetching 3 files: 100%" in first.stderr and "Fetching 2 files: 100%" in first.stderr  # progress
+        snapshot = hub_cache.snapshot(home / "hub", "model", MODEL)
+        assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+        assert hub_cache.missing("dataset", hub_cache.snapshot(home / "hub", "dataset", DATA)) is None
+        assert "submitted job 7" in first.stdout
+        asked = len(hub.requests)
+        second = run_launcher(args, env, tmp_path)
+        assert second.returncode == 0, second.stderr
+        assert f"launcher: offline: model {MODEL}@main is in {home / 'hub'}" in second.stderr
+        assert len(hub.requests) == asked  # what is there is skipped without asking the hub
+        # a model staged just now is checked like a local one before anything is queued
+        three = {"num_attention_heads": 3, "num_key_value_heads": 3, "max_position_embeddings": 2048}
+        hub.add("model", "acme/three-heads", {"config.json": json.dumps(three).encode(), "model.safetensors": b"w"})
+        tp = run_launcher(args + ["model.name_or_path=acme/three-heads", "server.tensor_parallel_size=2"], env,
+                          tmp_path)
+    assert tp.returncode == 2, tp.stdout + tp.stderr
+    assert f"launcher: offline: staged model acme/three-heads@main" in tp.stderr
+    assert "server.tensor_parallel_size: TP = 2 must divide the model's attention heads (3, from " in tp.stderr
+    assert record.read_text().count("\n") == 2  # the two launches that were valid
