@@ -15,7 +15,7 @@ import pytest
 
 from launcher.show.tables import print_table
 from launcher.cli.report import summarize_job
-from launcher.sweep.run import Manifest
+from launcher.sweep.manifest import Manifest
 from test_sweep import FakeSlurm
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, fake_executable
-from hub_cache import add_folder, add_repo, repo_folder
+from hub_cache import add_repo, repo_folder
 from launcher import hub_cache
 from launcher.plan.build import build_plan
 from launcher.plan.hub_repos import cache_status, hub_repos
@@ -143,7 +143,7 @@ def test_dry_run_says_what_staging_would_do_and_stays_light(hf_home, fake_slurm,
         in out.stdout.splitlines()
     assert f"  offline: dataset acme/not-here@main: not in the cache ({hf_home / 'hub'}): downloaded at submission" \
         in out.stdout.splitlines()
-    assert f"export HF_HUB_OFFLINE=1" in out.stdout  # the script exports the switches
+    assert "export HF_HUB_OFFLINE=1" in out.stdout  # the script exports the switches
     modules = json.loads(next(l for l in out.stderr.splitlines() if l.startswith("MODULES "))[len("MODULES "):])
     assert [m for m in modules if m.split(".")[0] in ("huggingface_hub", "torch", "datasets", "transformers")] == []
     assert not record.exists()
@@ -246,6 +246,6 @@ def test_staging_downloads_what_is_missing_then_skips_it(fake_slurm, tmp_path):
         tp = run_launcher(args + ["model.name_or_path=acme/three-heads", "server.tensor_parallel_size=2"], env,
                           tmp_path)
     assert tp.returncode == 2, tp.stdout + tp.stderr
-    assert f"launcher: offline: staged model acme/three-heads@main" in tp.stderr
+    assert "launcher: offline: staged model acme/three-heads@main" in tp.stderr
     assert "server.tensor_parallel_size: TP = 2 must divide the model's attention heads (3, from " in tp.stderr
     assert record.read_text().count("\n") == 2  # the two launches that were valid

@@ -129,7 +129,7 @@ def test_config_yaml_is_what_omegaconf_writes(overrides):
     """config.yaml is written without building an OmegaConf tree of the typed config first; the text is the same."""
     from omegaconf import OmegaConf
 
-    from launcher.backends.slurm import config_yaml
+    from launcher.jobfolder.config_record import config_yaml
 
     cfg = compose(*overrides)
     assert config_yaml(cfg) == OmegaConf.to_yaml(cfg)

@@ -14,20 +14,17 @@ that prints its job and, with cluster.wait, follows it.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import sys
 import time
 import typing as tp
 from pathlib import Path
 
 import submitit
-import yaml
-from omegaconf import OmegaConf
 from submitit.core.utils import CommandFunction, FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from launcher.jobfolder.layout import component_commands, create_job_dir, git_snapshot, record_submission, write_private
+from launcher.jobfolder import names
+from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
 from launcher.plan.plan import Plan
 from launcher.plan.sbatch import render_sbatch
 from launcher.plan.sbatch import supervisor_command
@@ -141,67 +138,6 @@ class HetSlurmExecutor(submitit.SlurmExecutor):
         return self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
 
 
-# config.yaml is written as OmegaConf.to_yaml(cfg) writes it (tests/test_slurm_executor.py keeps the two
-# equal), without first building an OmegaConf node tree of the typed config: that costs ~12 ms a point.
-_YAML_WORDS = {"y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False",
-               "FALSE", "on", "On", "ON", "off", "Off", "OFF"}
-
-
-class _RecordDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it
-    """Quotes a string that reads back as a boolean or a number."""
-
-
-def _reads_as_number(text: str) -> bool:
-    for kind in (int, float):
-        try:
-            kind(text)
-            return True
-        except ValueError:
-            pass
-    return False
-
-
-def _represent_str(dumper: tp.Any, text: str) -> yaml.ScalarNode:
-    quoted = text in _YAML_WORDS or _reads_as_number(text)
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'" if quoted else None)
-
-
-_RecordDumper.add_representer(str, _represent_str)
-
-
-def _plain(value: tp.Any) -> tp.Any:
-    """The typed config as nested dicts and lists, Enum members as their names (as OmegaConf writes them)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, tp.Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def config_yaml(cfg: tp.Any) -> str:
-    """The resolved config as config.yaml records it."""
-    if not dataclasses.is_dataclass(cfg):
-        return OmegaConf.to_yaml(cfg)
-    return yaml.dump(_plain(cfg), Dumper=_RecordDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
-
-
-def write_job_files(job_dir: Path, plan: Plan, cfg, script: str, git: tp.Optional[tuple[str, str]] = None) -> None:
-    """The job folder's snapshot (what jobfolder.layout.write_snapshot writes) with the sbatch script. `git`:
-    the (summary, diff) a sweep took once for all its points; without it, git is asked now."""
-    write_private(job_dir / "config.yaml", config_yaml(cfg))
-    write_private(job_dir / "plan.txt", str(plan) + "\n")
-    write_private(job_dir / "plan.json", plan.to_json())
-    write_private(job_dir / "commands.txt", component_commands(plan, job_dir))
-    write_private(job_dir / "job.sbatch", script)
-    summary, diff = git if git is not None else git_snapshot(".")
-    write_private(job_dir / "git.txt", summary)
-    if diff:
-        write_private(job_dir / "git.diff", diff)
-
 
 def submit(plan: Plan, cfg, job_dir: Path | None = None, git: tp.Optional[tuple[str, str]] = None,
            poll_s: float = FOREGROUND_POLL_S) -> tuple[HetSlurmJob, Path]:
@@ -211,11 +147,11 @@ def submit(plan: Plan, cfg, job_dir: Path | None = None, git: tp.Optional[tuple[
 
     job_dir = job_dir or create_job_dir(cfg.cluster.job_root, plan.name)
     script = render_sbatch(plan, str(job_dir), supervisor_command(plan, str(job_dir / "submitit")))
-    write_job_files(job_dir, plan, cfg, script, git)
+    write_snapshot(job_dir, plan, cfg, sbatch_script=script, git=git)
     rate = float(cfg.cluster.submit_rate_per_s or 0)
     executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries,
                                 min_interval_s=1.0 / rate if rate > 0 else 0.0, script=script, poll_s=poll_s,
-                                script_path=job_dir / "job.sbatch")
+                                script_path=job_dir / names.SBATCH_SCRIPT)
     job = executor.submit(SlurmEntry(str(job_dir)))
     record_submission(job_dir, "slurm", job.job_id, sys.argv)
     return job, job_dir
@@ -245,5 +181,4 @@ def submit_launch(plan: Plan, cfg, events=None) -> int:
     return 0
 
 
-__all__ = ["HetSlurmExecutor", "HetSlurmJob", "HetSlurmInfoWatcher", "SubmissionError", "submit", "submit_launch",
-           "write_job_files"]
+__all__ = ["HetSlurmExecutor", "HetSlurmJob", "HetSlurmInfoWatcher", "SubmissionError", "submit", "submit_launch"]

@@ -93,7 +93,7 @@ def job_dir_of(job_id: str, root: Path) -> Optional[Path]:
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
         match = re.search(r"\bStdOut=(\S+)", out.stdout)
-        if match and (Path(match.group(1)).parent / "plan.json").exists():
+        if match and (Path(match.group(1)).parent / names.PLAN).exists():
             return Path(match.group(1)).parent
     except (OSError, subprocess.TimeoutExpired):
         pass

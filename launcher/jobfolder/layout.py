@@ -20,12 +20,12 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
-
 from launcher import __version__
 from launcher.plan import placeholders
 from launcher.plan.plan import Plan
-from launcher.jobfolder.jsonio import read_json, write_json_atomic as write_json
+from launcher.jobfolder import names
+from launcher.jobfolder.config_record import config_yaml
+from launcher.jobfolder.jsonio import write_json_atomic as write_json
 from launcher.jobfolder.names import ATTEMPT_PREFIX
 
 PRIVATE_DIR = 0o700  # job folders hold logs and configs: not readable or writable by others
@@ -103,22 +103,23 @@ def write_private(path: Path, text: str) -> None:
 
 
 def write_snapshot(job_dir: Path, plan: Plan, cfg: Any, sbatch_script: Optional[str] = None,
-                   cwd: str | os.PathLike = ".") -> None:
-    """Everything needed to know later what ran and from what (cfg: the typed LaunchConfig, or a mapping)."""
-    write_private(job_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    write_private(job_dir / "plan.txt", str(plan) + "\n")
-    write_private(job_dir / "plan.json", plan.to_json())
-    write_private(job_dir / "commands.txt", component_commands(plan, job_dir))
+                   cwd: str | os.PathLike = ".", git: Optional[tuple[str, str]] = None) -> None:
+    """Everything needed to know later what ran and from what (cfg: the typed LaunchConfig, or a mapping).
+    `git`: the (summary, diff) a sweep took once for all its points; without it, git is asked now."""
+    write_private(job_dir / names.CONFIG, config_yaml(cfg))
+    write_private(job_dir / names.PLAN_TEXT, str(plan) + "\n")
+    write_private(job_dir / names.PLAN, plan.to_json())
+    write_private(job_dir / names.COMMANDS, component_commands(plan, job_dir))
     if sbatch_script is not None:
-        write_private(job_dir / "job.sbatch", sbatch_script)
-    summary, diff = git_snapshot(cwd)
-    write_private(job_dir / "git.txt", summary)
+        write_private(job_dir / names.SBATCH_SCRIPT, sbatch_script)
+    summary, diff = git if git is not None else git_snapshot(cwd)
+    write_private(job_dir / names.GIT_SUMMARY, summary)
     if diff:
-        write_private(job_dir / "git.diff", diff)
+        write_private(job_dir / names.GIT_DIFF, diff)
 
 
 def record_submission(job_dir: Path, backend: str, job_id: str, argv: list[str]) -> None:
-    write_json(job_dir / "submission.json", {
+    write_json(job_dir / names.SUBMISSION, {
         "job_id": job_id, "backend": backend, "launcher_version": __version__,
         "submitted_at": dt.datetime.now().isoformat(timespec="seconds"), "argv": argv,
         "cwd": os.getcwd(),
@@ -126,7 +127,7 @@ def record_submission(job_dir: Path, backend: str, job_id: str, argv: list[str])
 
 
 def load_plan(job_dir: Path) -> Plan:
-    return Plan.from_json((Path(job_dir) / "plan.json").read_text())
+    return Plan.from_json((Path(job_dir) / names.PLAN).read_text())
 
 
 def make_private(job_dir: Path) -> None:

@@ -31,11 +31,12 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
+from launcher.jobfolder import names
 from launcher.jobfolder.jsonio import read_json
 
 MANIFEST = "manifest.jsonl"
 SWEEP_FILE = "sweep.json"
-POINT_FILE = "sweep_point.json"
+POINT_FILE = names.SWEEP_POINT
 LOCK_FILE = ".manifest.lock"  # held while the manifest is read, changed and written back
 RUN_LOCK_FILE = ".sweep.lock"  # held by the process running (or resuming) the sweep
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 
+from launcher.jobfolder import names
 from launcher.jobfolder.jsonio import read_json
 from launcher.sweep.manifest import PENDING, SUBMITTED
 
@@ -74,7 +75,7 @@ def skip(mode: str, point: Optional[dict]) -> tuple[bool, Optional[str]]:
 def reconcile_submitting(point: dict) -> None:
     """A point left `submitting` by a hard kill: did its sbatch go in? The job folder or squeue says."""
     job_dir = point.get("job_dir")
-    info = read_json(Path(job_dir) / "submission.json") if job_dir else None
+    info = read_json(Path(job_dir) / names.SUBMISSION) if job_dir else None
     if isinstance(info, dict) and info.get("job_id"):
         point.update(status=SUBMITTED, job_id=str(info["job_id"]), submitted_at=info.get("submitted_at"))
         return

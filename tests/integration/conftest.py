@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobfolder.layout import latest_attempt, read_json
+from launcher.jobfolder.jsonio import read_json
+from launcher.jobfolder.layout import latest_attempt
 from launcher.slurm.states import FINISHED_STATES, query_states
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import pytest
 from launcher.jobfolder.layout import latest_attempt
 from launcher.plan.plan import Plan
 
-from .conftest import STATE, launch, wait_file, wait_no_orphans, wait_state
+from .conftest import STATE, launch, wait_no_orphans, wait_state
 
 pytestmark = pytest.mark.cluster
 

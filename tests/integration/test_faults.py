@@ -426,7 +426,6 @@ def test_controller_restart_and_drain_during_a_run(cluster_env, smoke_assets, tm
     assert status.returncode == 0, status.stdout + status.stderr
     assert outage.wait(timeout=240) == 0, said
     reader.join(timeout=10)
-    restarted = time.time()
     out, err = submit.communicate(timeout=300)
     assert submit.returncode == 0 and "submitted job" in out, out + err
     beat = wait_step(job, 5)
