@@ -21,7 +21,7 @@ from launcher.config import schema  # noqa: E402
 
 SECTIONS = [("", schema.LaunchConfig), ("server", schema.ServerConfig), ("trainer", schema.TrainerConfig),
             ("model", schema.ModelConfig), ("data", schema.DataConfig), ("reward", schema.RewardConfig),
-            ("cluster", schema.ClusterConfig)]
+            ("cluster", schema.ClusterConfig), ("cluster.container", schema.ContainerConfig)]
 
 
 def field_comments() -> dict[tuple[str, str], str]:

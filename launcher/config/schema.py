@@ -60,6 +60,28 @@ class Mode(str, Enum):
     colocate = "colocate"
 
 
+class ContainerRuntime(str, Enum):
+    """How a component's step runs inside an image (docs/containers.md). `none`: on the host."""
+
+    none = "none"
+    pyxis = "pyxis"  # Slurm's enroot plugin: srun --container-image ...
+    apptainer = "apptainer"  # apptainer exec --nv --bind ... IMAGE CMD
+    singularity = "singularity"  # singularity exec, same flags as apptainer
+    charliecloud = "charliecloud"  # ch-run (Debian 12: charliecloud), an unpacked directory image
+
+
+@dataclass
+class ContainerConfig(_Section):
+    """The image the components run in (docs/containers.md); server.container / trainer.container: the same keys, null = cluster.container's."""
+
+    runtime: Optional[ContainerRuntime] = None  # pyxis, apptainer, singularity, charliecloud, none; null = the cluster's (none)
+    image: Optional[str] = None  # image: a .sif/.sqsh file, a directory (charliecloud), or an enroot/docker URI (pyxis)
+    mounts: Optional[List[str]] = None  # "src:dst[:opts]" bind mounts; the job folder is always bound at its own path
+    workdir: Optional[str] = None  # working directory inside the container; null = the runtime's default
+    flags: Optional[List[str]] = None  # extra flags for the runtime (pyxis: extra srun flags)
+    env: Optional[List[str]] = None  # further variables passed into the container by name (values from the host)
+
+
 class Device(str, Enum):
     """Where the components compute. `auto`: CUDA when the job sees a GPU, else CPU."""
 
@@ -90,6 +112,7 @@ class ServerConfig(_Section):
     mem_per_gpu: Optional[str] = None  # memory per server GPU (64G, 500M); null = the node's share, like CPUs
     sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 0
     gpus: Optional[List[int]] = None  # local backend: GPU ids of the server (null = after the trainer's)
+    container: ContainerConfig = field(default_factory=ContainerConfig)  # null keys = cluster.container's
 
 
 @dataclass
@@ -111,6 +134,7 @@ class TrainerConfig(_Section):
     mem_per_gpu: Optional[str] = None  # memory per trainer GPU (64G, 500M); null = the node's share, like CPUs
     sbatch: Dict[str, Any] = field(default_factory=dict)  # further #SBATCH flags for component 1
     gpus: Optional[List[int]] = None  # local backend: GPU ids of the trainer (null = the first ones)
+    container: ContainerConfig = field(default_factory=ContainerConfig)  # null keys = cluster.container's
 
 
 @dataclass
@@ -151,7 +175,8 @@ class ClusterConfig(_Section):
     secret_env: List[str] = field(
         default_factory=lambda: ["HF_TOKEN", "WANDB_API_KEY"]
     )  # names passed from your environment into the job, never written anywhere
-    python: Optional[str] = None  # interpreter on the nodes; null = the one running the launcher
+    python: Optional[str] = None  # interpreter on the nodes (inside the image with a container); null = the one running the launcher
+    container: ContainerConfig = field(default_factory=ContainerConfig)  # the image the components run in (docs/containers.md)
     offline: bool = False  # nodes without internet: stage the hub model + dataset into hf_home at submission (docs/offline.md)
     hf_home: Optional[str] = None  # the Hugging Face cache the nodes share (HF_HOME); null = $HF_HOME, else ~/.cache/huggingface
     job_root: str = "jobs"  # job folders go under <job_root>/<name>/

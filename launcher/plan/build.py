@@ -12,6 +12,7 @@ from launcher import hub_cache
 from launcher.config.compose import as_launch_config
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig, Mode, ServerConfig, TrainerConfig
+from launcher.plan.containers import container_of
 from launcher.plan.commands import preflight_command, serve_command, server_step, train_command, trainer_step
 from launcher.plan.placeholders import JOB_DIR, marker
 from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
@@ -104,12 +105,13 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
         components.append(Component(
             name="server", het_group=0, nodes=server.nodes, gpus_per_node=server.gpus_per_node,
             sbatch=_component_sbatch(cfg, server, uses_gpus, requests["server"]), env=dict(server.env),
-            step=server_step(python), execs=serve_command(cfg), gpus=server_gpus, resources=requests["server"]))
+            step=server_step(python), execs=serve_command(cfg), gpus=server_gpus, resources=requests["server"],
+            container=container_of(cluster.container, server.container)))
     components.append(Component(
         name="trainer", het_group=1 if server_mode else None, nodes=trainer.nodes,
         gpus_per_node=trainer.gpus_per_node, sbatch=_component_sbatch(cfg, trainer, uses_gpus, requests["trainer"]),
         env=dict(trainer.env), step=trainer_step(python), execs=trainer_execs, gpus=trainer_gpus,
-        resources=requests["trainer"]))
+        resources=requests["trainer"], container=container_of(cluster.container, trainer.container)))
 
     job_sbatch: dict[str, Any] = {
         "job-name": cfg.name,

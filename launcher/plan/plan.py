@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from launcher.plan.containers import Container, from_dict
 from launcher.plan.render import render_plan
 from launcher.validate.problems import InvalidConfig, Problem
 from launcher.validate.resources import ResourceRequest
@@ -32,6 +33,7 @@ class Component:
     execs: list[str]  # what that wrapper execs (placeholders filled in the job)
     gpus: Optional[list[int]] = None  # local backend: CUDA_VISIBLE_DEVICES
     resources: Optional[ResourceRequest] = None  # Slurm: CPUs and memory per node, and why
+    container: Optional[Container] = None  # the image the step runs in (None: the host); plan/containers.py
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,9 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         data = json.loads(text)
-        data["components"] = [Component(**{**c, "resources": ResourceRequest(**c["resources"])})
-                              if c.get("resources") else Component(**c) for c in data["components"]]
+        data["components"] = [Component(**{**c, "resources": ResourceRequest(**c["resources"]) if c.get("resources")
+                                           else None, "container": from_dict(c.get("container"))})
+                              for c in data["components"]]
         data["policies"] = Policies(**data["policies"])
         data["model"] = ModelSpec(**data["model"])
         data["data"] = DataSpec(**data["data"])

@@ -6,6 +6,7 @@ import shlex
 from typing import Any
 
 from launcher.paths import looks_local
+from launcher.plan.containers import describe as describe_container
 
 
 def _where(name: str) -> str:
@@ -50,6 +51,7 @@ def render_plan(plan: Any) -> str:
         if r is not None:
             lines.append(f"           asks: CPUs {r.cpus_why}; memory {r.mem_why}")
         lines.append(f"           runs: {shlex.join(c.execs)}")
+        lines.append(f"           in:   {describe_container(getattr(c, 'container', None))}")
         if c.env:
             lines.append(f"           env:  {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in c.env.items())}")
     p = plan.policies

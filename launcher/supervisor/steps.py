@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Mapping, Optional, Protocol
 
 from launcher.jobfolder.logs import tail_text
+from launcher.plan.containers import wrap
 from launcher.plan.plan import Component, Plan
 from launcher.slurm.allocation import component_cpus
 from launcher.slurm.transient import srun_transient_line
@@ -118,12 +119,23 @@ def srun_transient_error(step) -> Optional[str]:
     return srun_transient_line(output()) if output is not None else None
 
 
-def _wrapped(plan: Plan, component: Component) -> list[str]:
-    """The component's step, after cluster.setup lines run in the same shell."""
+def _contained(plan: Plan, component: Component, env: Optional[Mapping[str, str]]) -> tuple[list[str], list[str]]:
+    """(srun flags, argv) of the component's step inside its container (plan/containers.py), the job folder
+    (LAUNCHER_JOB_DIR) bound at its own path."""
+    job_dir = (os.environ if env is None else env).get("LAUNCHER_JOB_DIR")
+    uses_gpus = plan.device != "cpu" and component.gpus_per_node > 0
+    return wrap(getattr(component, "container", None), list(component.step), uses_gpus,
+                os.path.abspath(job_dir) if job_dir else None)
+
+
+def _wrapped(plan: Plan, component: Component, step: Optional[list[str]] = None) -> list[str]:
+    """The component's step, after cluster.setup lines run in the same shell (on the host, except under
+    pyxis, where srun starts the whole line inside the image)."""
+    step = list(component.step) if step is None else step
     if not plan.setup:
-        return list(component.step)
+        return step
     script = "\n".join(plan.setup) + '\nexec "$@"'
-    return ["bash", "-c", script, f"launcher-{component.name}", *component.step]
+    return ["bash", "-c", script, f"launcher-{component.name}", *step]
 
 
 class LocalSteps:
@@ -136,7 +148,8 @@ class LocalSteps:
         env = dict(env, LAUNCHER_BACKEND="local")
         if component.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in component.gpus)
-        return ProcessStep(component.name, _wrapped(self.plan, component), env, log)
+        _, step = _contained(self.plan, component, env)  # pyxis is refused for the local backend
+        return ProcessStep(component.name, _wrapped(self.plan, component, step), env, log)
 
 
 class SlurmSteps:
@@ -159,10 +172,11 @@ class SlurmSteps:
             argv.append(f"--cpus-per-task={cpus}")
         if component.nodes > 1:
             argv.append("--label")
-        return argv + _wrapped(self.plan, component)
+        flags, step = _contained(self.plan, component, env)
+        return argv + flags + _wrapped(self.plan, component, step)
 
     def start(self, component: Component, env: dict[str, str], log: Path) -> Step:
-        return ProcessStep(component.name, self.argv(component), dict(env, LAUNCHER_BACKEND="slurm"), log)
+        return ProcessStep(component.name, self.argv(component, env), dict(env, LAUNCHER_BACKEND="slurm"), log)
 
 
 def describe(step: Step) -> str:

@@ -1,0 +1,116 @@
+"""Each component's container: what the plan carries (Container, pure data), the per-field merge of
+cluster.container with server.container / trainer.container, and `wrap()`, the pure function that renders
+a component's step argv inside its image for each runtime (used by the supervisor's srun steps and by the
+local backend). The supervisor itself always stays on the host.
+
+What every runtime is given: the job folder bound at its own path (LAUNCHER_JOB_DIR means the same inside),
+the host network (the server's address is the node's: pyxis, apptainer and ch-run do not make a network
+namespace), the host environment (LAUNCHER_*, VLLM_HOST_IP, SLURM_*, CUDA_VISIBLE_DEVICES; pyxis is told the
+names with --container-env so that they win over the image's own ENV), and the GPUs as the runtime needs
+them (pyxis: none, the GPUs are Slurm's; apptainer/singularity: --nv; charliecloud: none at run time, the
+image is prepared once with `ch-fromhost --nvidia`). docs/containers.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from launcher.config.schema import ContainerConfig, ContainerRuntime
+
+RUNTIMES = tuple(r.value for r in ContainerRuntime if r is not ContainerRuntime.none)
+
+# what the launcher itself exports to the component steps; pyxis hands these to the container by name
+PASSTHROUGH_ENV = ("LAUNCHER_JOB_DIR", "LAUNCHER_ATTEMPT_DIR", "LAUNCHER_DEVICE", "LAUNCHER_SERVER_URL",
+                   "LAUNCHER_BACKEND", "VLLM_HOST_IP", "CUDA_VISIBLE_DEVICES")
+
+
+@dataclass(frozen=True)
+class Container:
+    runtime: str  # a ContainerRuntime value other than "none"
+    image: str
+    mounts: list[str] = field(default_factory=list)  # "src:dst[:opts]"
+    workdir: Optional[str] = None
+    flags: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)  # further names passed by name (pyxis: --container-env)
+
+
+def merged(cluster: ContainerConfig, own: ContainerConfig) -> ContainerConfig:
+    """A component's container settings: its own keys where set, the cluster's where null."""
+    values: dict[str, Any] = {}
+    for name in ("runtime", "image", "mounts", "workdir", "flags", "env"):
+        mine = getattr(own, name)
+        values[name] = mine if mine is not None else getattr(cluster, name)
+    return ContainerConfig(**values)
+
+
+def container_of(cluster: ContainerConfig, own: ContainerConfig) -> Optional[Container]:
+    """The plan's Container of one component (None: it runs on the host)."""
+    c = merged(cluster, own)
+    runtime = ContainerRuntime(c.runtime) if c.runtime is not None else ContainerRuntime.none
+    if runtime is ContainerRuntime.none:
+        return None
+    return Container(runtime=runtime.value, image=str(c.image), mounts=[str(m) for m in c.mounts or []],
+                     workdir=c.workdir, flags=[str(f) for f in c.flags or []], env=[str(e) for e in c.env or []])
+
+
+def from_dict(data: Optional[dict[str, Any]]) -> Optional[Container]:
+    return Container(**data) if data else None
+
+
+def _mounts(container: Container, job_dir: Optional[str]) -> list[str]:
+    mounts = list(container.mounts)
+    if job_dir and not any(m.split(":")[0] == job_dir for m in mounts):
+        mounts.append(f"{job_dir}:{job_dir}")
+    return mounts
+
+
+def wrap(container: Optional[Container], argv: list[str], uses_gpus: bool,
+         job_dir: Optional[str] = None) -> tuple[list[str], list[str]]:
+    """(extra srun flags, the argv the step runs) for `argv` inside `container` (None: unchanged).
+    `job_dir` (absolute) is bound at its own path unless a mount already has it as its source."""
+    if container is None:
+        return [], list(argv)
+    mounts = _mounts(container, job_dir)
+    runtime = container.runtime
+    if runtime == ContainerRuntime.pyxis.value:
+        flags = [f"--container-image={container.image}"]
+        if mounts:
+            flags.append(f"--container-mounts={','.join(mounts)}")
+        if container.workdir:
+            flags.append(f"--container-workdir={container.workdir}")
+        names = list(dict.fromkeys([*PASSTHROUGH_ENV, *container.env]))
+        flags.append(f"--container-env={','.join(names)}")
+        return flags + list(container.flags), list(argv)
+    if runtime in (ContainerRuntime.apptainer.value, ContainerRuntime.singularity.value):
+        out = [runtime, "exec"]
+        if uses_gpus:
+            out.append("--nv")
+        for mount in mounts:
+            out += ["--bind", mount]
+        if container.workdir:
+            out += ["--pwd", container.workdir]
+        return [], out + list(container.flags) + [container.image, *argv]
+    if runtime == ContainerRuntime.charliecloud.value:
+        out = ["ch-run"]
+        for mount in mounts:
+            out += ["-b", mount]
+        if container.workdir:
+            out += ["-c", container.workdir]
+        return [], out + list(container.flags) + [container.image, "--", *argv]
+    raise ValueError(f"unknown container runtime {runtime!r}")
+
+
+def describe(container: Optional[Container]) -> str:
+    """One line for plan.txt: the runtime, image, mounts and workdir (or 'the host')."""
+    if container is None:
+        return "the host (no container)"
+    parts = [f"{container.runtime} {container.image}"]
+    if container.mounts:
+        parts.append(f"mounts {', '.join(container.mounts)}")
+    if container.workdir:
+        parts.append(f"workdir {container.workdir}")
+    if container.flags:
+        parts.append(f"flags {' '.join(container.flags)}")
+    parts.append("+ the job folder")
+    return "; ".join(parts)

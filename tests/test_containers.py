@@ -1,0 +1,118 @@
+"""Containers per component: the merge of cluster.container with server/trainer.container, the plan's
+Container, the srun argv rendered for every runtime (golden files), and quoting through bash."""
+
+import dataclasses
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import compose
+from launcher.plan.build import build_plan
+from launcher.plan.containers import PASSTHROUGH_ENV, Container, wrap
+from launcher.plan.plan import Plan
+from launcher.supervisor.steps import SlurmSteps
+from launcher.validate.problems import Facts
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff
+FACTS = Facts(partitions={"gpu": {"gpus_per_node": 8, "nodes": 16, "max_time_s": None, "cpus_per_node": 96,
+                                  "mem_mb_per_node": 1024000}}, default_partition="gpu")
+JOB_DIR = "/shared/jobs/deepmath/20261128-120000-abcd"
+ENV = {"LAUNCHER_JOB_DIR": JOB_DIR, "SLURM_JOB_CPUS_PER_NODE_HET_GROUP_0": "12",
+       "SLURM_JOB_CPUS_PER_NODE_HET_GROUP_1": "24"}
+
+IMAGES = {
+    "pyxis": Container("pyxis", "/shared/images/grpo.sqsh", ["/shared/models:/models:ro", "/scratch:/scratch"],
+                       "/workspace", ["--no-container-remap-root"], ["WANDB_PROJECT"]),
+    "apptainer": Container("apptainer", "/shared/images/grpo.sif", ["/shared/models:/models:ro"], "/workspace",
+                           ["--writable-tmpfs"]),
+    "singularity": Container("singularity", "/shared/images/grpo.sif", ["/shared/models:/models"]),
+    "charliecloud": Container("charliecloud", "/shared/images/grpo", ["/shared/models:/models"], "/workspace"),
+}
+
+
+def _plan(*overrides: str) -> Plan:
+    cfg = compose("+experiment=deepmath", "cluster=slurm", "cluster.python=/opt/venv/bin/python",
+                  "trainer.gpus_per_node=2", *overrides)
+    return build_plan(cfg, FACTS)
+
+
+def _with(plan: Plan, container) -> Plan:
+    return dataclasses.replace(plan, components=[dataclasses.replace(c, container=container)
+                                                 for c in plan.components])
+
+
+def rendered_steps(plan: Plan) -> str:
+    steps = SlurmSteps(plan)
+    return "".join(f"# {c.name}\n{shlex.join(steps.argv(c, ENV))}\n" for c in plan.components)
+
+
+@pytest.mark.parametrize("runtime", sorted(IMAGES))
+def test_golden_step_argv_per_runtime(runtime):
+    plan = _with(_plan("cluster.setup=['module load cuda/12.4']"), IMAGES[runtime])
+    text = rendered_steps(plan)
+    golden = GOLDEN / f"container_{runtime}.steps"
+    if UPDATE:
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+def test_no_container_leaves_the_step_as_it_was():
+    plan = _plan()
+    assert all(c.container is None for c in plan.components)
+    assert wrap(None, ["python", "-m", "x"], True, JOB_DIR) == ([], ["python", "-m", "x"])
+    argv = SlurmSteps(plan).argv(plan.component("server"), ENV)
+    assert argv[-4:] == ["/opt/venv/bin/python", "-u", "-m", "launcher.components.serve"]
+    assert "in:   the host (no container)" in str(plan)
+
+
+def test_each_runtime_gets_the_job_folder_gpus_and_env_it_needs():
+    argv = ["python", "-m", "launcher.components.serve"]
+    flags, inner = wrap(IMAGES["pyxis"], argv, True, JOB_DIR)
+    assert inner == argv  # pyxis: srun itself enters the image; the GPUs are Slurm's
+    assert f"--container-mounts=/shared/models:/models:ro,/scratch:/scratch,{JOB_DIR}:{JOB_DIR}" in flags
+    env_flag = next(f for f in flags if f.startswith("--container-env="))
+    assert set(PASSTHROUGH_ENV) | {"WANDB_PROJECT"} == set(env_flag.split("=", 1)[1].split(","))
+    flags, inner = wrap(IMAGES["apptainer"], argv, True, JOB_DIR)
+    assert flags == [] and inner[:3] == ["apptainer", "exec", "--nv"] and inner[-3:] == argv
+    assert ["--bind", f"{JOB_DIR}:{JOB_DIR}"] == inner[5:7]
+    assert "--nv" not in wrap(IMAGES["apptainer"], argv, False, JOB_DIR)[1]  # a CPU component: no --nv
+    flags, inner = wrap(IMAGES["charliecloud"], argv, True, JOB_DIR)
+    assert inner[0] == "ch-run" and inner[-4:] == ["--", *argv] and ["-b", f"{JOB_DIR}:{JOB_DIR}"] == inner[3:5]
+    # a mount that already binds the job folder is not doubled
+    own = dataclasses.replace(IMAGES["singularity"], mounts=[f"{JOB_DIR}:/job"])
+    assert wrap(own, argv, True, JOB_DIR)[1].count("--bind") == 1
+
+
+def test_component_keys_override_the_clusters_key_by_key():
+    plan = _plan("cluster.container.runtime=apptainer", "cluster.container.image=/img/a.sif",
+                 "cluster.container.mounts=[/data:/data]", "trainer.container.image=/img/t.sif",
+                 "server.container.runtime=none")
+    trainer = plan.component("trainer").container
+    assert trainer == Container("apptainer", "/img/t.sif", ["/data:/data"])
+    assert plan.component("server").container is None  # runtime=none: this component on the host
+    back = Plan.from_json(plan.to_json())  # what the job reads
+    assert back.component("trainer").container == trainer and back.component("server").container is None
+    assert "in:   apptainer /img/t.sif; mounts /data:/data; + the job folder" in str(plan)
+
+
+HOSTILE = ["/img/it's a.sif", '/m/"q":/dst $(touch /tmp/pwned-containers)', "`id`;x", "$HOME && y"]
+
+
+@pytest.mark.parametrize("runtime", sorted(IMAGES))
+def test_hostile_values_reach_the_runtime_as_single_arguments(runtime, tmp_path):
+    container = Container(runtime, HOSTILE[0], [HOSTILE[1]], HOSTILE[2], [HOSTILE[3]], ["A_B"])
+    plan = _with(_plan("cluster.setup=['echo set up']"), container)
+    env = dict(ENV, LAUNCHER_JOB_DIR=str(tmp_path / "job dir; $(id)"))
+    for component in plan.components:
+        argv = SlurmSteps(plan).argv(component, env)
+        line = shlex.join(argv)
+        # bash parses the line the way srun would receive it: printf stands in for srun
+        out = subprocess.run(["bash", "-c", "printf '%s\\0' " + shlex.join(argv[1:])], capture_output=True)
+        assert out.returncode == 0, line
+        assert out.stdout.split(b"\0")[:-1] == [a.encode() for a in argv[1:]]
+    assert not Path("/tmp/pwned-containers").exists()
