@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from conftest import PYTHON, compose, compose_hydra
-from launcher.config.compose import as_launch_config, plain_dict, to_launch_config
+from launcher.config.compose import as_launch_config, to_launch_config
 from launcher.config.schema import Backend, DataConfig, LaunchConfig, Mode, ServerConfig, Strategy
 from launcher.paths import looks_local
 from launcher.validate.problems import InvalidConfig
@@ -95,16 +95,6 @@ def test_server_gpus_per_node_is_derived_when_null(tp, dp, nodes, expected):
     assert compose("server.tensor_parallel_size=2", "server.gpus_per_node=8").server.gpus_per_node == 8
 
 
-def test_plain_dicts_of_older_callers_are_typed():
-    cfg = compose("+experiment=deepmath", "cluster=local")
-    plain = plain_dict(cfg)
-    assert plain["trainer"]["strategy"] == "zero2" and plain["cluster"]["backend"] == "local"
-    again = as_launch_config(plain)
-    assert again == cfg and again.trainer.strategy is Strategy.zero2
-    assert as_launch_config(cfg) is cfg
-    assert cfg["cluster"]["job_root"] == cfg.cluster.job_root  # transitional item access
-
-
 def test_config_yaml_records_enums_by_name():
     text = OmegaConf.to_yaml(compose("+experiment=deepmath", "cluster=slurm"))
     assert "strategy: zero2" in text and "mode: server" in text and "gpus_per_node: 1" in text
@@ -130,3 +120,10 @@ def test_no_sbatch_means_local_in_one_line(tmp_path):
                           "trainer.gpus_per_node=1"], capture_output=True, text=True, env=env)
     assert out.stderr.count("no sbatch on PATH, running on this machine (cluster=local)") == 1
     assert "local backend" in out.stdout
+
+
+def test_as_launch_config_types_a_composed_config_once():
+    cfg = compose("+experiment=deepmath", "cluster=local")
+    assert as_launch_config(cfg) is cfg
+    typed = as_launch_config(compose_hydra("+experiment=deepmath", "cluster=local"))
+    assert typed == cfg and typed.trainer.strategy is Strategy.zero2

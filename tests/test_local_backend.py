@@ -16,7 +16,7 @@ import pytest
 
 from conftest import PYTHON, compose
 from launcher.jobfolder.layout import create_job_dir
-from launcher.plan.plan import build_plan
+from launcher.plan.build import build_plan
 from launcher.jobfolder.progress import read_heartbeat
 
 pytestmark = pytest.mark.vllm_cpu
@@ -183,6 +183,6 @@ def test_local_gpu_split_is_disjoint(tmp_path):
                   f"model.name_or_path={tmp_path}", f"data.name_or_path={tmp_path}")
     plan = build_plan(cfg)
     assert plan.component("trainer").gpus == [0, 1] and plan.component("server").gpus == [2]
-    cfg["server"]["gpus"], cfg["trainer"]["gpus"] = [0], [1, 2]
+    cfg.server.gpus, cfg.trainer.gpus = [0], [1, 2]
     plan = build_plan(cfg)
     assert plan.component("trainer").gpus == [1, 2] and plan.component("server").gpus == [0]

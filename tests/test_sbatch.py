@@ -132,11 +132,3 @@ def test_plan_is_pure_data_that_round_trips():
     assert again == plan and str(again) == str(plan)
     assert (plan.backend, plan.mode, plan.device) == ("slurm", "server", "auto") and type(plan.mode) is str
     assert plan.grpo["reward_weights"] == [1.0] and plan.grpo["output_dir"] == "{job_dir}/output"
-
-
-def test_build_plan_still_takes_a_plain_dict():
-    from launcher.config.compose import plain_dict
-    from launcher.plan.plan import build_plan as old_import  # moved to launcher.plan.build; still importable
-
-    cfg = compose("+experiment=deepmath", "cluster=slurm")
-    assert old_import is build_plan and build_plan(plain_dict(cfg)) == build_plan(cfg)

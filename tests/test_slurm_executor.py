@@ -9,7 +9,7 @@ import pytest
 from submitit.core.utils import UncompletedJobError
 
 from conftest import compose
-from launcher.plan.plan import build_plan
+from launcher.plan.build import build_plan
 from launcher.backends.slurm import HetSlurmExecutor, SubmissionError, submit
 from launcher.supervisor.entry import SlurmEntry
 

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import PYTHON, REPO, compose
 from launcher.jobfolder.names import PLAN
-from launcher.plan.plan import Plan, build_plan
+from launcher.plan.build import build_plan
+from launcher.plan.plan import Plan
 
 # small and quick on 2 CPU cores: 2 completions of 8 tokens per step, a metrics row per step
 FAST = ("grpo.num_generations=2", "grpo.per_device_train_batch_size=2", "grpo.gradient_accumulation_steps=1",

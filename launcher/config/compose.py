@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping
 from typing import Any, Union
 
 from omegaconf import DictConfig, OmegaConf
@@ -37,18 +36,9 @@ def to_launch_config(cfg: DictConfig) -> LaunchConfig:
     return derive(config)
 
 
-def as_launch_config(cfg: Union[LaunchConfig, DictConfig, Mapping]) -> LaunchConfig:
-    """A LaunchConfig as is; a composed DictConfig or a plain nested mapping (older callers) typed."""
-    if isinstance(cfg, LaunchConfig):
-        return cfg
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(dict(cfg))
-    return to_launch_config(cfg)
-
-
-def plain_dict(cfg: LaunchConfig) -> dict:
-    """The typed config as plain nested dicts, Enums as their values (what config.yaml records)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
+def as_launch_config(cfg: Union[LaunchConfig, DictConfig]) -> LaunchConfig:
+    """A LaunchConfig as is; a composed DictConfig typed."""
+    return cfg if isinstance(cfg, LaunchConfig) else to_launch_config(cfg)
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

@@ -19,25 +19,6 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 
-class _Section:
-    """Transitional: `cfg["server"]["nodes"]` (read, write, `.get`) for callers that still treat the composed
-    config as nested dicts; the launcher's own code reads attributes (`cfg.server.nodes`)."""
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not hasattr(self, key):
-            raise KeyError(key)
-        setattr(self, key, value)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-
 class Strategy(str, Enum):
     """TRL's packaged accelerate configs (trl/accelerate_configs/*.yaml)."""
 
@@ -71,7 +52,7 @@ class ContainerRuntime(str, Enum):
 
 
 @dataclass
-class ContainerConfig(_Section):
+class ContainerConfig:
     """The image the components run in (docs/containers.md); server.container / trainer.container: the same keys, null = cluster.container's."""
 
     runtime: Optional[ContainerRuntime] = None  # pyxis, apptainer, singularity, charliecloud, none; null = the cluster's (none)
@@ -91,7 +72,7 @@ class Device(str, Enum):
 
 
 @dataclass
-class ServerConfig(_Section):
+class ServerConfig:
     """Component 0: `trl vllm-serve`."""
 
     nodes: int = 1  # nodes of the server component (1: a server spans one node; docs/cluster-cookbook.md)
@@ -116,7 +97,7 @@ class ServerConfig(_Section):
 
 
 @dataclass
-class TrainerConfig(_Section):
+class TrainerConfig:
     """Component 1: the GRPO trainer under `accelerate launch`."""
 
     nodes: int = 1  # nodes of the trainer component
@@ -138,14 +119,14 @@ class TrainerConfig(_Section):
 
 
 @dataclass
-class ModelConfig(_Section):
+class ModelConfig:
     name_or_path: str = MISSING  # hub id or local folder
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False
 
 
 @dataclass
-class DataConfig(_Section):
+class DataConfig:
     name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
     split: str = "train"
     config_name: Optional[str] = None  # dataset configuration (subset) name
@@ -154,13 +135,13 @@ class DataConfig(_Section):
 
 
 @dataclass
-class RewardConfig(_Section):
+class RewardConfig:
     funcs: List[str] = field(default_factory=lambda: ["trl.rewards.accuracy_reward"])  # import paths
     weights: Optional[List[float]] = None  # GRPOConfig.reward_weights, one per function
 
 
 @dataclass
-class ClusterConfig(_Section):
+class ClusterConfig:
     backend: Backend = Backend.slurm  # set by the cluster group (cluster=slurm | cluster=local)
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -191,7 +172,7 @@ class ClusterConfig(_Section):
 
 
 @dataclass
-class LaunchConfig(_Section):
+class LaunchConfig:
     name: str = "grpo"  # job name (Slurm job name and job folder)
     mode: Mode = Mode.server  # server: separate vLLM server (het job); colocate: vLLM inside the trainer (one GPU ok)
     device: Device = Device.auto  # auto: CUDA where the job sees a GPU, else the CPU fallback

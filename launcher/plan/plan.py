@@ -10,7 +10,6 @@ batch output), never as a command argument: the job folder reaches the job as LA
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -123,19 +122,6 @@ class Plan:
 
     def __str__(self) -> str:
         return render_plan(self)
-
-
-# Moved out of this module; still importable from here for callers not yet updated (read on first use,
-# so that this module of pure data imports none of the builders).
-_MOVED = {"build_plan": "launcher.plan.build", "serve_command": "launcher.plan.commands",
-          "train_command": "launcher.plan.commands", "preflight_command": "launcher.plan.commands",
-          "ACCELERATE_CONFIGS": "launcher.plan.commands"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Component", "DataSpec", "InvalidConfig", "ModelSpec", "Plan", "Policies", "Problem", "RewardSpec",
