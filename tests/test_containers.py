@@ -15,6 +15,7 @@ from launcher.plan.containers import PASSTHROUGH_ENV, Container, wrap
 from launcher.plan.plan import Plan
 from launcher.supervisor.steps import SlurmSteps
 from launcher.validate.problems import Facts
+from launcher.validate.rules import validate
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate after an intended change, then review the diff
@@ -88,16 +89,23 @@ def test_each_runtime_gets_the_job_folder_gpus_and_env_it_needs():
     assert wrap(own, argv, True, JOB_DIR)[1].count("--bind") == 1
 
 
-def test_component_keys_override_the_clusters_key_by_key():
-    plan = _plan("cluster.container.runtime=apptainer", "cluster.container.image=/img/a.sif",
-                 "cluster.container.mounts=[/data:/data]", "trainer.container.image=/img/t.sif",
+def _images(tmp_path) -> tuple[str, str]:
+    (tmp_path / "a.sif").write_text("")
+    (tmp_path / "t.sif").write_text("")
+    return str(tmp_path / "a.sif"), str(tmp_path / "t.sif")
+
+
+def test_component_keys_override_the_clusters_key_by_key(tmp_path):
+    a, t = _images(tmp_path)
+    plan = _plan("cluster.container.runtime=apptainer", f"cluster.container.image={a}",
+                 "cluster.container.mounts=[/data:/data]", f"trainer.container.image={t}",
                  "server.container.runtime=none")
     trainer = plan.component("trainer").container
-    assert trainer == Container("apptainer", "/img/t.sif", ["/data:/data"])
+    assert trainer == Container("apptainer", t, ["/data:/data"])
     assert plan.component("server").container is None  # runtime=none: this component on the host
     back = Plan.from_json(plan.to_json())  # what the job reads
     assert back.component("trainer").container == trainer and back.component("server").container is None
-    assert "in:   apptainer /img/t.sif; mounts /data:/data; + the job folder" in str(plan)
+    assert f"in:   apptainer {t}; mounts /data:/data; + the job folder" in str(plan)
 
 
 HOSTILE = ["/img/it's a.sif", '/m/"q":/dst $(touch /tmp/pwned-containers)', "`id`;x", "$HOME && y"]
@@ -116,3 +124,58 @@ def test_hostile_values_reach_the_runtime_as_single_arguments(runtime, tmp_path)
         assert out.returncode == 0, line
         assert out.stdout.split(b"\0")[:-1] == [a.encode() for a in argv[1:]]
     assert not Path("/tmp/pwned-containers").exists()
+
+
+def _problems(*overrides: str, backend: str = "slurm"):
+    cfg = compose("+experiment=deepmath", f"cluster={backend}", "trainer.gpus_per_node=2", *overrides)
+    return [(p.keys, p.message, p.severity) for p in validate(cfg, FACTS if backend == "slurm" else Facts(local_gpus=4))
+            if p.keys[0].split(".")[1:2] == ["container"]]
+
+
+def test_an_image_that_does_not_exist_is_refused_naming_the_key_it_came_from(tmp_path):
+    a, _ = _images(tmp_path)
+    missing = str(tmp_path / "nope.sif")
+    errors = [p for p in _problems("cluster.container.runtime=apptainer", f"cluster.container.image={missing}")
+              if p[2] == "error"]
+    assert errors == [
+        (("cluster.container.image",), f"image {missing} does not exist (a local image must be on the filesystem "
+                                       "the nodes share)", "error")]  # said once for both components
+    problems = _problems("cluster.container.runtime=apptainer", f"cluster.container.image={a}",
+                         f"trainer.container.image={missing}")
+    assert [p[0] for p in problems if p[2] == "error"] == [("trainer.container.image",)]
+    # registry images are not looked for on disk
+    assert not [p for p in _problems("cluster.container.runtime=pyxis", "cluster.container.image='nvcr.io#nvidia/pytorch:24.01'",
+                                     "server.container.image=docker://vllm/vllm-openai") if p[2] == "error"]
+    assert _problems("trainer.container.runtime=charliecloud")[0][:2] == (
+        ("trainer.container.image",), "the charliecloud runtime needs an image")
+
+
+def test_mounts_workdir_env_and_flags_are_checked(tmp_path):
+    a, _ = _images(tmp_path)
+    base = ("cluster.container.runtime=apptainer", f"cluster.container.image={a}")
+    messages = {p[1] for p in _problems(*base, "cluster.container.mounts=[/data,/x:]", "cluster.container.workdir=work",
+                                        "server.container.env=[OK_NAME,1BAD]", "trainer.container.flags=[--cleanenv]")}
+    assert "'/data' has no target: write src:dst (or src:dst:ro)" in messages
+    assert "'/x:' has no target: write src:dst (or src:dst:ro)" in messages
+    assert "'work' must be an absolute path inside the image" in messages
+    assert "'1BAD' is not an environment variable name" in messages
+    assert any(m.startswith("--cleanenv would keep the launcher's environment") for m in messages)
+    assert [p[:2] for p in _problems(*base, "server.container.mounts=[/a:/b:ro:x]") if p[2] == "error"] == [
+        (("server.container.mounts",), "'/a:/b:ro:x': a path with ':' cannot be mounted (src:dst[:opts])")]
+    ch = _problems("cluster.container.runtime=charliecloud", f"cluster.container.image={tmp_path}",
+                   "cluster.container.mounts=[/a:/b:ro]")
+    assert ("cluster.container.mounts",) in [p[0] for p in ch if "ch-run takes no mount options" in p[1]]
+
+
+def test_which_runtimes_must_be_on_this_machine(tmp_path, monkeypatch):
+    a, _ = _images(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    slurm = _problems("cluster.container.runtime=apptainer", f"cluster.container.image={a}")
+    assert slurm == [(("cluster.container.runtime",), "apptainer is not on PATH on this login node (fine only if "
+                      "the compute nodes have it)", "warning")]
+    local = _problems("cluster.container.runtime=charliecloud", f"cluster.container.image={tmp_path}", backend="local")
+    assert local == [(("cluster.container.runtime",), "ch-run is not on PATH on this machine, where cluster=local "
+                      "runs the components", "error")]
+    pyxis = _problems("trainer.container.runtime=pyxis", "trainer.container.image=ubuntu", backend="local")
+    assert [p[0] for p in pyxis] == [("trainer.container.runtime",)] and "needs the Slurm backend" in pyxis[0][1]
+    assert _problems("cluster.container.runtime=pyxis", "cluster.container.image=ubuntu") == []  # not checked here
