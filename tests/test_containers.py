@@ -105,7 +105,7 @@ def test_component_keys_override_the_clusters_key_by_key(tmp_path):
     assert plan.component("server").container is None  # runtime=none: this component on the host
     back = Plan.from_json(plan.to_json())  # what the job reads
     assert back.component("trainer").container == trainer and back.component("server").container is None
-    assert f"in:   apptainer {t}; mounts /data:/data; + the job folder" in str(plan)
+    assert f"in:   apptainer {t}; mounts /data:/data; + the job folder and the Hugging Face cache" in str(plan)
 
 
 HOSTILE = ["/img/it's a.sif", '/m/"q":/dst $(touch /tmp/pwned-containers)', "`id`;x", "$HOME && y"]
@@ -179,3 +179,11 @@ def test_which_runtimes_must_be_on_this_machine(tmp_path, monkeypatch):
     pyxis = _problems("trainer.container.runtime=pyxis", "trainer.container.image=ubuntu", backend="local")
     assert [p[0] for p in pyxis] == [("trainer.container.runtime",)] and "needs the Slurm backend" in pyxis[0][1]
     assert _problems("cluster.container.runtime=pyxis", "cluster.container.image=ubuntu") == []  # not checked here
+
+
+def test_the_hugging_face_cache_the_job_reads_is_bound_too():
+    plan = dataclasses.replace(_with(_plan(), IMAGES["apptainer"]), hf_home="/shared/hf")
+    argv = SlurmSteps(plan).argv(plan.component("server"), ENV)
+    assert ["--bind", "/shared/hf:/shared/hf"] == argv[argv.index("/shared/hf:/shared/hf") - 1:][:2]
+    assert wrap(IMAGES["charliecloud"], ["x"], False, None, ["/shared/hf"])[1][:5] == [
+        "ch-run", "-b", "/shared/models:/models", "-b", "/shared/hf:/shared/hf"]

@@ -14,7 +14,7 @@ image is prepared once with `ch-fromhost --nvidia`). docs/containers.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from launcher.config.schema import ContainerConfig, ContainerRuntime
 
@@ -58,20 +58,22 @@ def from_dict(data: Optional[dict[str, Any]]) -> Optional[Container]:
     return Container(**data) if data else None
 
 
-def _mounts(container: Container, job_dir: Optional[str]) -> list[str]:
+def _mounts(container: Container, same_paths: Sequence[str]) -> list[str]:
     mounts = list(container.mounts)
-    if job_dir and not any(m.split(":")[0] == job_dir for m in mounts):
-        mounts.append(f"{job_dir}:{job_dir}")
+    for path in same_paths:
+        if path and not any(m.split(":")[0] == path for m in mounts):
+            mounts.append(f"{path}:{path}")
     return mounts
 
 
 def wrap(container: Optional[Container], argv: list[str], uses_gpus: bool,
-         job_dir: Optional[str] = None) -> tuple[list[str], list[str]]:
+         job_dir: Optional[str] = None, shared: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(extra srun flags, the argv the step runs) for `argv` inside `container` (None: unchanged).
-    `job_dir` (absolute) is bound at its own path unless a mount already has it as its source."""
+    `job_dir` and the `shared` host folders (absolute: the Hugging Face cache the job reads) are bound at their
+    own paths unless a mount already has them as its source."""
     if container is None:
         return [], list(argv)
-    mounts = _mounts(container, job_dir)
+    mounts = _mounts(container, [p for p in (job_dir, *shared) if p])
     runtime = container.runtime
     if runtime == ContainerRuntime.pyxis.value:
         flags = [f"--container-image={container.image}"]
@@ -112,5 +114,5 @@ def describe(container: Optional[Container]) -> str:
         parts.append(f"workdir {container.workdir}")
     if container.flags:
         parts.append(f"flags {' '.join(container.flags)}")
-    parts.append("+ the job folder")
+    parts.append("+ the job folder and the Hugging Face cache")
     return "; ".join(parts)

@@ -121,11 +121,13 @@ def srun_transient_error(step) -> Optional[str]:
 
 def _contained(plan: Plan, component: Component, env: Optional[Mapping[str, str]]) -> tuple[list[str], list[str]]:
     """(srun flags, argv) of the component's step inside its container (plan/containers.py), the job folder
-    (LAUNCHER_JOB_DIR) bound at its own path."""
+    (LAUNCHER_JOB_DIR) and the Hugging Face cache the job reads (plan.hf_home) bound at their own paths."""
     job_dir = (os.environ if env is None else env).get("LAUNCHER_JOB_DIR")
     uses_gpus = plan.device != "cpu" and component.gpus_per_node > 0
+    hf_home = getattr(plan, "hf_home", None)
     return wrap(getattr(component, "container", None), list(component.step), uses_gpus,
-                os.path.abspath(job_dir) if job_dir else None)
+                os.path.abspath(job_dir) if job_dir else None,
+                [os.path.abspath(os.path.expanduser(hf_home))] if hf_home else [])
 
 
 def _wrapped(plan: Plan, component: Component, step: Optional[list[str]] = None) -> list[str]:
