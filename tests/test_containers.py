@@ -187,3 +187,12 @@ def test_the_hugging_face_cache_the_job_reads_is_bound_too():
     assert ["--bind", "/shared/hf:/shared/hf"] == argv[argv.index("/shared/hf:/shared/hf") - 1:][:2]
     assert wrap(IMAGES["charliecloud"], ["x"], False, None, ["/shared/hf"])[1][:5] == [
         "ch-run", "-b", "/shared/models:/models", "-b", "/shared/hf:/shared/hf"]
+
+
+def test_the_plan_text_shows_each_components_step_in_its_image():
+    text = str(_with(_plan(), IMAGES["pyxis"]))
+    assert text.count("           step: srun ... --container-image=/shared/images/grpo.sqsh ") == 2
+    assert "'--container-mounts=/shared/models:/models:ro,/scratch:/scratch,<job folder>:<job folder>'" in text
+    text = str(_with(_plan(), IMAGES["singularity"]))
+    assert ("step: srun ... singularity exec --nv --bind /shared/models:/models --bind '<job folder>:<job folder>' "
+            "/shared/images/grpo.sif /opt/venv/bin/python -u -m launcher.components.trainer_step") in text

@@ -7,6 +7,7 @@ from typing import Any
 
 from launcher.paths import looks_local
 from launcher.plan.containers import describe as describe_container
+from launcher.plan.containers import wrap
 
 
 def _where(name: str) -> str:
@@ -51,7 +52,14 @@ def render_plan(plan: Any) -> str:
         if r is not None:
             lines.append(f"           asks: CPUs {r.cpus_why}; memory {r.mem_why}")
         lines.append(f"           runs: {shlex.join(c.execs)}")
-        lines.append(f"           in:   {describe_container(getattr(c, 'container', None))}")
+        container = getattr(c, "container", None)
+        lines.append(f"           in:   {describe_container(container)}")
+        if container is not None:
+            hf_home = getattr(plan, "hf_home", None)
+            flags, argv = wrap(container, list(c.step), plan.device != "cpu" and c.gpus_per_node > 0,
+                               "<job folder>", [hf_home] if hf_home else [])
+            srun = f"srun ... {shlex.join(flags)} " if flags else "srun ... "
+            lines.append(f"           step: {srun}{shlex.join(argv)}")
         if c.env:
             lines.append(f"           env:  {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in c.env.items())}")
     p = plan.policies
