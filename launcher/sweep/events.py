@@ -42,9 +42,9 @@ class PointEvents:
         self.index = index
         self.overrides = list(overrides)
 
-    def edit(self, durable: bool = False):
-        """This point's row, to change; written back atomically (fsynced too when `durable`)."""
-        return self.run.manifest.edit_point(self.index, self.overrides, durable=durable)
+    def edit(self):
+        """This point's row, to change; written back atomically (not fsynced: docs/sweeps.md says why)."""
+        return self.run.manifest.edit_point(self.index, self.overrides, durable=False)
 
     def point(self) -> Optional[dict]:
         manifest = self.run.manifest
@@ -84,7 +84,8 @@ class PointEvents:
         job_dir = create_job_dir(cfg.cluster.job_root, plan.name)
         write_json_atomic(job_dir / POINT_FILE, {"sweep_dir": str(self.run.dir), "index": self.index,
                                                  "overrides": self.overrides})
-        with self.edit(durable=True) as point:  # on disk before sbatch runs: a crash cannot hide a queued job
+        # in place before sbatch runs, so a killed sweep cannot hide a queued job; not fsynced (docs/sweeps.md)
+        with self.edit() as point:
             retire_job(point)
             point.update(status=SUBMITTING, job_dir=str(job_dir), submitting_at=now_iso())
         return job_dir
