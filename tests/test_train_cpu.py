@@ -69,6 +69,31 @@ def test_progress_checkpoint_handshake(tmp_path):
     assert progress.read_checkpoint_done(tmp_path)["step"] == 4
 
 
+def test_heartbeats_and_metrics_are_written_off_the_training_thread(tmp_path):
+    from launcher.train.report import HeartbeatWriter
+
+    beat = HeartbeatWriter(tmp_path, enabled=True)
+    beat(progress.TrainerPhase.STEP, 1, stage="begin")
+    beat.metrics({"step": 1, "loss": 0.5})
+    deadline = time.monotonic() + 30  # the writer thread writes them without another call from the trainer
+    while (progress.read_heartbeat(tmp_path) is None or not progress.read_metrics(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert progress.read_heartbeat(tmp_path).step == 1 and progress.read_metrics(tmp_path)[0]["loss"] == 0.5
+    for step in range(2, 300):
+        beat(progress.TrainerPhase.STEP, step, stage="end")
+        beat.metrics({"step": step})
+    beat(progress.TrainerPhase.DONE, 299, reason="finished")  # terminal: on disk, after every row, on return
+    assert progress.read_heartbeat(tmp_path).done and progress.read_heartbeat(tmp_path).get("reason") == "finished"
+    assert [r["step"] for r in progress.read_metrics(tmp_path)] == list(range(1, 300))
+    beat.flush()  # what the writer thread would do next: nothing is left to write over the terminal beat
+    assert progress.read_heartbeat(tmp_path).done and beat.last_step() == 299
+    assert sorted(p.name for p in tmp_path.iterdir()) == [progress.HEARTBEAT, progress.METRICS]
+    quiet = HeartbeatWriter(tmp_path / "rank1", enabled=False)  # ranks other than 0 write nothing
+    quiet(progress.TrainerPhase.DONE)
+    quiet.metrics({"step": 1})
+    assert not (tmp_path / "rank1").exists()
+
+
 # ----------------------------------------------------------------------------- helpers (no training)
 
 

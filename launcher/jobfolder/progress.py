@@ -78,15 +78,42 @@ class Heartbeat:
                    host=data.get("host"), extra={k: v for k, v in data.items() if k not in known})
 
 
-def write_heartbeat(attempt_dir: PathLike, phase: str, step: Optional[int] = None, **extra: Any) -> dict:
-    """Replace <attempt_dir>/heartbeat.json atomically; returns what was written."""
+def heartbeat_record(phase: str, step: Optional[int] = None, **extra: Any) -> dict:
+    """A heartbeat, stamped now (the core keys win over extras of the same name)."""
     beat = {"phase": phase, "step": step, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
     for key, value in extra.items():
         if key not in beat:
             beat[key] = value
     if isinstance(beat["phase"], enum.Enum):
         beat["phase"] = beat["phase"].value
-    write_json_atomic(Path(attempt_dir) / HEARTBEAT, beat)
+    return beat
+
+
+def write_heartbeat_record(attempt_dir: PathLike, beat: dict) -> None:
+    """Replace heartbeat.json atomically and cheaply (it is rewritten several times per training step):
+    compact JSON from the C encoder, one temp file per process, a rename over the old file."""
+    path = Path(attempt_dir) / HEARTBEAT
+    try:
+        text = json.dumps(beat, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        text = dumps(beat)  # numpy/torch scalars, NaN
+    tmp = path.with_name(f".{HEARTBEAT}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_heartbeat(attempt_dir: PathLike, phase: str, step: Optional[int] = None, **extra: Any) -> dict:
+    """Replace <attempt_dir>/heartbeat.json atomically; returns what was written."""
+    beat = heartbeat_record(phase, step, **extra)
+    write_heartbeat_record(attempt_dir, beat)
     return beat
 
 
@@ -164,6 +191,6 @@ def read_checkpoint_done(attempt_dir: PathLike) -> Optional[dict]:
 
 
 __all__ = ["Heartbeat", "TrainerPhase", "CHECKPOINT_DONE", "CHECKPOINT_REQUEST", "HEARTBEAT", "METRICS", "PREFLIGHT", "VERSIONS",
-           "append_metrics", "checkpoint_requested", "dumps", "heartbeat_age", "read_checkpoint_done",
-           "read_heartbeat", "read_json", "read_metrics", "request_checkpoint", "write_heartbeat",
+           "append_metrics", "checkpoint_requested", "dumps", "heartbeat_age", "heartbeat_record", "read_checkpoint_done",
+           "read_heartbeat", "read_json", "read_metrics", "request_checkpoint", "write_heartbeat", "write_heartbeat_record",
            "write_json_atomic"]

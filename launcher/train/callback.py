@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from transformers import TrainerCallback
 
 from launcher.jobfolder import progress
-from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST, METRICS
+from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.train.metrics import completions_per_step, metrics_row
 from launcher.train.report import HeartbeatWriter, say
@@ -115,9 +115,12 @@ class LauncherCallback(TrainerCallback):
         if self.last_step_end is not None:
             self.step_times.append(now - self.last_step_end)
         self.last_step_end = now
+        # the request is looked for before the beat: the beat wakes the heartbeat's writer thread, which
+        # would otherwise take the interpreter while this thread waits on the file system
+        requested = self.checkpoint_step is None and self._checkpoint_requested()
         self.beat(TrainerPhase.STEP, state.global_step, stage="end",
                   step_time_s=round(self.step_times[-1], 3) if self.step_times else None)
-        if self.checkpoint_step is None and self._checkpoint_requested():
+        if requested:
             self.checkpoint_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
@@ -135,10 +138,7 @@ class LauncherCallback(TrainerCallback):
             return  # the end-of-training summary (train_runtime, ...) or eval logs
         row = metrics_row(logs, state.global_step, self.step_times, self.sync_times, completions_per_step(args))
         self.step_times, self.sync_times = [], []
-        try:
-            progress.append_metrics(self.attempt_dir, row)
-        except OSError as e:
-            say(f"warning: cannot append to {self.attempt_dir / METRICS}: {e}")
+        self.beat.metrics(row)  # appended to metrics.jsonl by the heartbeat's writer thread
 
     def on_save(self, args, state, control, **kwargs):
         path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
