@@ -99,13 +99,17 @@ def test_component_keys_override_the_clusters_key_by_key(tmp_path):
     a, t = _images(tmp_path)
     plan = _plan("cluster.container.runtime=apptainer", f"cluster.container.image={a}",
                  "cluster.container.mounts=[/data:/data]", f"trainer.container.image={t}",
-                 "server.container.runtime=none")
+                 "server.container.runtime=none", f"cluster.job_root={tmp_path}/jobs")
     trainer = plan.component("trainer").container
-    assert trainer == Container("apptainer", t, ["/data:/data"])
+    assert trainer == Container("apptainer", t, ["/data:/data"], job_root=f"{tmp_path}/jobs")
     assert plan.component("server").container is None  # runtime=none: this component on the host
     back = Plan.from_json(plan.to_json())  # what the job reads
     assert back.component("trainer").container == trainer and back.component("server").container is None
-    assert f"in:   apptainer {t}; mounts /data:/data; + the job folder and the Hugging Face cache" in str(plan)
+    assert (f"in:   apptainer {t}; mounts /data:/data; + the job root {tmp_path}/jobs and the Hugging Face cache"
+            in str(plan))
+    # the job root, not each job folder, is bound: a read-only directory image (ch-run) has it made once
+    argv = SlurmSteps(plan).argv(plan.component("trainer"), dict(ENV, LAUNCHER_JOB_DIR=f"{tmp_path}/jobs/n/1"))
+    assert f"{tmp_path}/jobs:{tmp_path}/jobs" in argv and f"{tmp_path}/jobs/n/1:{tmp_path}/jobs/n/1" not in argv
 
 
 HOSTILE = ["/img/it's a.sif", '/m/"q":/dst $(touch /tmp/pwned-containers)', "`id`;x", "$HOME && y"]
@@ -129,7 +133,7 @@ def test_hostile_values_reach_the_runtime_as_single_arguments(runtime, tmp_path)
 def _problems(*overrides: str, backend: str = "slurm"):
     cfg = compose("+experiment=deepmath", f"cluster={backend}", "trainer.gpus_per_node=2", *overrides)
     return [(p.keys, p.message, p.severity) for p in validate(cfg, FACTS if backend == "slurm" else Facts(local_gpus=4))
-            if p.keys[0].split(".")[1:2] == ["container"]]
+            if p.keys[0].split(".")[1:2] == ["container"] or "ch-run cannot bind" in p.message]
 
 
 def test_an_image_that_does_not_exist_is_refused_naming_the_key_it_came_from(tmp_path):
@@ -173,7 +177,8 @@ def test_which_runtimes_must_be_on_this_machine(tmp_path, monkeypatch):
     slurm = _problems("cluster.container.runtime=apptainer", f"cluster.container.image={a}")
     assert slurm == [(("cluster.container.runtime",), "apptainer is not on PATH on this login node (fine only if "
                       "the compute nodes have it)", "warning")]
-    local = _problems("cluster.container.runtime=charliecloud", f"cluster.container.image={tmp_path}", backend="local")
+    local = _problems("cluster.container.runtime=charliecloud", f"cluster.container.image={tmp_path}",
+                      "cluster.container.flags=[-w]", backend="local")
     assert local == [(("cluster.container.runtime",), "ch-run is not on PATH on this machine, where cluster=local "
                       "runs the components", "error")]
     pyxis = _problems("trainer.container.runtime=pyxis", "trainer.container.image=ubuntu", backend="local")
@@ -196,3 +201,17 @@ def test_the_plan_text_shows_each_components_step_in_its_image():
     text = str(_with(_plan(), IMAGES["singularity"]))
     assert ("step: srun ... singularity exec --nv --bind /shared/models:/models --bind '<job folder>:<job folder>' "
             "/shared/images/grpo.sif /opt/venv/bin/python -u -m launcher.components.trainer_step") in text
+
+
+def test_a_charliecloud_directory_image_needs_folders_at_its_bind_targets(tmp_path):
+    image, root = tmp_path / "img", tmp_path / "jobs"
+    (image / "models").mkdir(parents=True)
+    args = ("cluster.container.runtime=charliecloud", f"cluster.container.image={image}",
+            "cluster.container.mounts=[/m:/models,/d:/data]", f"cluster.job_root={root}")
+    problems = [p for p in _problems(*args) if p[2] == "error"]
+    assert [p[0] for p in problems] == [("cluster.container.mounts",), ("cluster.job_root",)]
+    assert problems[1][1].startswith(f"{root} is not a folder in the image {image}: ch-run cannot bind onto it")
+    (image / "data").mkdir()
+    (image / str(root).lstrip("/")).mkdir(parents=True)
+    assert not [p for p in _problems(*args) if p[2] == "error"]
+    assert not [p for p in _problems(*args[:3], "cluster.container.flags=[-w]") if p[2] == "error"]

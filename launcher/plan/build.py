@@ -5,6 +5,7 @@ heavy imports.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
@@ -98,6 +99,7 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
     server_mode = cfg.mode == Mode.server
 
     preflight = bool(trainer.preflight)
+    job_root = os.path.realpath(os.path.expanduser(str(cluster.job_root)))  # bound into a container at its own path
     trainer_execs = preflight_command(python) if preflight else train_command(cfg, python)
     components = []
     requests = {name: None if local else component_request(cfg, name, facts) for name in ("server", "trainer")}
@@ -106,12 +108,12 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
             name="server", het_group=0, nodes=server.nodes, gpus_per_node=server.gpus_per_node,
             sbatch=_component_sbatch(cfg, server, uses_gpus, requests["server"]), env=dict(server.env),
             step=server_step(python), execs=serve_command(cfg), gpus=server_gpus, resources=requests["server"],
-            container=container_of(cluster.container, server.container)))
+            container=container_of(cluster.container, server.container, job_root)))
     components.append(Component(
         name="trainer", het_group=1 if server_mode else None, nodes=trainer.nodes,
         gpus_per_node=trainer.gpus_per_node, sbatch=_component_sbatch(cfg, trainer, uses_gpus, requests["trainer"]),
         env=dict(trainer.env), step=trainer_step(python), execs=trainer_execs, gpus=trainer_gpus,
-        resources=requests["trainer"], container=container_of(cluster.container, trainer.container)))
+        resources=requests["trainer"], container=container_of(cluster.container, trainer.container, job_root)))
 
     job_sbatch: dict[str, Any] = {
         "job-name": cfg.name,

@@ -3,7 +3,7 @@ cluster.container with server.container / trainer.container, and `wrap()`, the p
 a component's step argv inside its image for each runtime (used by the supervisor's srun steps and by the
 local backend). The supervisor itself always stays on the host.
 
-What every runtime is given: the job folder bound at its own path (LAUNCHER_JOB_DIR means the same inside),
+What every runtime is given: the job root bound at its own path (LAUNCHER_JOB_DIR means the same inside),
 the host network (the server's address is the node's: pyxis, apptainer and ch-run do not make a network
 namespace), the host environment (LAUNCHER_*, VLLM_HOST_IP, SLURM_*, CUDA_VISIBLE_DEVICES; pyxis is told the
 names with --container-env so that they win over the image's own ENV), and the GPUs as the runtime needs
@@ -33,6 +33,7 @@ class Container:
     workdir: Optional[str] = None
     flags: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)  # further names passed by name (pyxis: --container-env)
+    job_root: Optional[str] = None  # cluster.job_root, absolute: bound at its own path (the job folder is in it)
 
 
 def merged(cluster: ContainerConfig, own: ContainerConfig) -> ContainerConfig:
@@ -44,24 +45,35 @@ def merged(cluster: ContainerConfig, own: ContainerConfig) -> ContainerConfig:
     return ContainerConfig(**values)
 
 
-def container_of(cluster: ContainerConfig, own: ContainerConfig) -> Optional[Container]:
-    """The plan's Container of one component (None: it runs on the host)."""
+def container_of(cluster: ContainerConfig, own: ContainerConfig, job_root: Optional[str] = None) -> Optional[Container]:
+    """The plan's Container of one component (None: it runs on the host); `job_root` absolute."""
     c = merged(cluster, own)
     runtime = ContainerRuntime(c.runtime) if c.runtime is not None else ContainerRuntime.none
     if runtime is ContainerRuntime.none:
         return None
     return Container(runtime=runtime.value, image=str(c.image), mounts=[str(m) for m in c.mounts or []],
-                     workdir=c.workdir, flags=[str(f) for f in c.flags or []], env=[str(e) for e in c.env or []])
+                     workdir=c.workdir, flags=[str(f) for f in c.flags or []], env=[str(e) for e in c.env or []],
+                     job_root=job_root)
 
 
 def from_dict(data: Optional[dict[str, Any]]) -> Optional[Container]:
     return Container(**data) if data else None
 
 
+def _covered(path: str, mounts: list[str]) -> bool:
+    """A mount already binds `path`, or a folder above it, at its own path."""
+    for mount in mounts:
+        src, _, rest = mount.partition(":")
+        dst = rest.split(":")[0] or src
+        if src == dst and (path == src or path.startswith(src.rstrip("/") + "/")):
+            return True
+    return False
+
+
 def _mounts(container: Container, same_paths: Sequence[str]) -> list[str]:
     mounts = list(container.mounts)
     for path in same_paths:
-        if path and not any(m.split(":")[0] == path for m in mounts):
+        if path and not _covered(path, mounts) and not any(m.split(":")[0] == path for m in mounts):
             mounts.append(f"{path}:{path}")
     return mounts
 
@@ -69,11 +81,11 @@ def _mounts(container: Container, same_paths: Sequence[str]) -> list[str]:
 def wrap(container: Optional[Container], argv: list[str], uses_gpus: bool,
          job_dir: Optional[str] = None, shared: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(extra srun flags, the argv the step runs) for `argv` inside `container` (None: unchanged).
-    `job_dir` and the `shared` host folders (absolute: the Hugging Face cache the job reads) are bound at their
-    own paths unless a mount already has them as its source."""
+    The container's job root (else `job_dir`) and the `shared` host folders (absolute: the Hugging Face cache
+    the job reads) are bound at their own paths unless a mount already has them as its source."""
     if container is None:
         return [], list(argv)
-    mounts = _mounts(container, [p for p in (job_dir, *shared) if p])
+    mounts = _mounts(container, [p for p in (container.job_root or job_dir, *shared) if p])
     runtime = container.runtime
     if runtime == ContainerRuntime.pyxis.value:
         flags = [f"--container-image={container.image}"]
@@ -114,5 +126,6 @@ def describe(container: Optional[Container]) -> str:
         parts.append(f"workdir {container.workdir}")
     if container.flags:
         parts.append(f"flags {' '.join(container.flags)}")
-    parts.append("+ the job folder and the Hugging Face cache")
+    parts.append(f"+ the job root {container.job_root}" if container.job_root else "+ the job folder")
+    parts[-1] += " and the Hugging Face cache"
     return "; ".join(parts)

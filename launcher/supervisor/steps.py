@@ -7,6 +7,7 @@ runs on, and tests hand it fake steps.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shlex
@@ -120,14 +121,22 @@ def srun_transient_error(step) -> Optional[str]:
 
 
 def _contained(plan: Plan, component: Component, env: Optional[Mapping[str, str]]) -> tuple[list[str], list[str]]:
-    """(srun flags, argv) of the component's step inside its container (plan/containers.py), the job folder
-    (LAUNCHER_JOB_DIR) and the Hugging Face cache the job reads (plan.hf_home) bound at their own paths."""
+    """(srun flags, argv) of the component's step inside its container (plan/containers.py), the job root
+    (else the job folder, LAUNCHER_JOB_DIR) and the Hugging Face cache the job reads (plan.hf_home) bound at their own paths."""
     job_dir = (os.environ if env is None else env).get("LAUNCHER_JOB_DIR")
     uses_gpus = plan.device != "cpu" and component.gpus_per_node > 0
     hf_home = getattr(plan, "hf_home", None)
     return wrap(getattr(component, "container", None), list(component.step), uses_gpus,
                 os.path.abspath(job_dir) if job_dir else None,
                 [os.path.abspath(os.path.expanduser(hf_home))] if hf_home else [])
+
+
+def _runtime_env(component: Component, env: dict[str, str]) -> dict[str, str]:
+    """What the component's runtime needs of the environment: ch-run refuses to start without $USER."""
+    container = getattr(component, "container", None)
+    if container is not None and container.runtime == "charliecloud" and not env.get("USER"):
+        env = dict(env, USER=getpass.getuser())
+    return env
 
 
 def _wrapped(plan: Plan, component: Component, step: Optional[list[str]] = None) -> list[str]:
@@ -151,7 +160,7 @@ class LocalSteps:
         if component.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in component.gpus)
         _, step = _contained(self.plan, component, env)  # pyxis is refused for the local backend
-        return ProcessStep(component.name, _wrapped(self.plan, component, step), env, log)
+        return ProcessStep(component.name, _wrapped(self.plan, component, step), _runtime_env(component, env), log)
 
 
 class SlurmSteps:
@@ -178,7 +187,8 @@ class SlurmSteps:
         return argv + flags + _wrapped(self.plan, component, step)
 
     def start(self, component: Component, env: dict[str, str], log: Path) -> Step:
-        return ProcessStep(component.name, self.argv(component, env), dict(env, LAUNCHER_BACKEND="slurm"), log)
+        env = _runtime_env(component, dict(env, LAUNCHER_BACKEND="slurm"))
+        return ProcessStep(component.name, self.argv(component, env), env, log)
 
 
 def describe(step: Step) -> str:

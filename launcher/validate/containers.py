@@ -8,6 +8,8 @@ naming the key the value came from (the component's own, else the cluster's):
   mount target that is not absolute, env names that are not variable names;
 - runtime flags that would cut the step off from the job (apptainer --cleanenv/--containall/--net, ch-run
   --unset-env): the launcher's variables and the node's address must reach the process inside;
+- a read-only charliecloud directory image without a folder at a bind target (a mount's, the job root's,
+  the Hugging Face cache's): ch-run 0.31 makes them only in a writable image (-w);
 - the runtime's executable: on the local backend it must be on PATH here (error), and pyxis needs srun (error);
   on Slurm apptainer/singularity/ch-run run on the compute nodes, so one missing here is a warning; pyxis is
   an srun plugin of the nodes and is not checked on the login node.
@@ -101,8 +103,26 @@ def _component(cfg: LaunchConfig, component: str, own: ContainerConfig) -> list[
     if cutting:
         problems.append(Problem((key["flags"],), f"{' '.join(cutting)} would keep the launcher's environment or the "
                                                  "node's network from the process in the image; remove it"))
+    if runtime is ContainerRuntime.charliecloud and image and os.path.isdir(os.path.expanduser(str(image))):
+        problems += _charliecloud_targets(cfg, str(image), key, _value(cluster, own, "mounts") or [],
+                                          _value(cluster, own, "flags") or [])
     problems += _executable(cfg, runtime, key["runtime"])
     return problems
+
+
+def _charliecloud_targets(cfg: LaunchConfig, image: str, key: dict[str, str], mounts: list, flags: list) -> list[Problem]:
+    """ch-run binds only onto folders the image has unless it is mounted writable (-w): the mount targets,
+    the job root and the Hugging Face cache must exist in a read-only directory image."""
+    if any(str(f) in ("-w", "--write") for f in flags):
+        return []
+    targets = [(key["mounts"], str(m).split(":")[1]) for m in mounts if len(str(m).split(":")) >= 2]
+    targets.append(("cluster.job_root", os.path.realpath(os.path.expanduser(str(cfg.cluster.job_root)))))
+    if cfg.cluster.hf_home:
+        targets.append(("cluster.hf_home", os.path.abspath(os.path.expanduser(str(cfg.cluster.hf_home)))))
+    root = os.path.expanduser(image)
+    return [Problem((k,), f"{target} is not a folder in the image {image}: ch-run cannot bind onto it in a "
+                          f"read-only image (mkdir -p {root.rstrip('/')}{target}, or add -w to the flags)")
+            for k, target in targets if target and not os.path.isdir(root.rstrip("/") + target)]
 
 
 def _executable(cfg: LaunchConfig, runtime: ContainerRuntime, key: str) -> list[Problem]:
