@@ -330,7 +330,7 @@ def test_server_exits_before_healthy(world):
     assert result.reason == (f"server exited with code 1 before becoming healthy: ValueError: bad model (full log: {log})"
                              "\nlast lines of server.log:\nValueError: bad model")
     assert stopped(world.runner.starts("trainer")[0]) and not (world.dir / SERVER_READY).exists()
-    assert "trainer stopped (job ended)" in world.log
+    assert "trainer stopped (server died)" in world.log
     assert "ValueError: bad model" in world.log  # the tail follows the last line of supervisor.log
 
 
@@ -341,7 +341,7 @@ def test_server_never_healthy_within_the_startup_timeout(tmp_path):
     assert (result.state, result.cause) == (State.FAILED, Cause.SERVER_FAILED)
     assert result.reason.startswith("server not healthy after server.startup_timeout_s=20 s (full log: ")
     assert result.reason.splitlines()[1] == "last lines of server.log:"
-    assert 20 < world.clock.now <= 22
+    assert 20 < world.clock.now <= 22 and "trainer stopped (server not healthy in time)" in world.log
     assert stopped(world.runner.starts("trainer")[0]) and stopped(world.runner.starts("server")[0])
 
 

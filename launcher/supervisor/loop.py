@@ -41,7 +41,8 @@ from launcher.supervisor.steps import LocalSteps, SlurmSteps, Step, describe, sr
 from launcher.supervisor.verdicts import End, Event, Healthy, NodeLost, Restart, Verdict, failed
 
 TICK_S = 0.5  # how often exits, signals and files are looked at
-HEALTH_EVERY_S = 1.0  # /health polls, during startup and while training
+STARTUP_TICK_S = 0.25  # ... while the server starts: /health too (the prepared trainer waits for the handover)
+HEALTH_EVERY_S = 1.0  # /health polls while training
 KILLWAIT_QUERY_S = 2.0  # scontrol calls inside Slurm's KillWait window (30 s by default, 5 s on the test cluster)
 SETTLE_S = 5.0  # after its checkpoint the trainer exits by itself: how long that is waited for
 
@@ -203,7 +204,7 @@ class Supervisor:
                     continue
                 return self.decided(verdict)
             if startup is not None:
-                verdict = startup.update(now, self.startup_seen(ask))
+                verdict = startup.update(now, self.startup_seen())
                 if isinstance(verdict, Healthy):
                     self.hand_over(verdict.url)
                     startup, server = None, ServerHealth(verdict.url, policies.health_grace_s, now)
@@ -224,11 +225,11 @@ class Supervisor:
                 self.note(verdict)
             elif verdict is not None:
                 return verdict
-            self.clock.wait(TICK_S)
+            self.clock.wait(TICK_S if startup is None else STARTUP_TICK_S)
         return self.on_interrupt()
 
-    def startup_seen(self, ask_health: bool) -> StartupSeen:
-        """What the server's startup monitor is told: its exit, server.json, /health (every HEALTH_EVERY_S)."""
+    def startup_seen(self) -> StartupSeen:
+        """What the server's startup monitor is told: its exit, server.json, /health (every STARTUP_TICK_S)."""
         rc = self.server.poll()
         if self.published is None and rc is None:
             self.published = read_server(self.dir)
@@ -236,7 +237,7 @@ class Supervisor:
                 self.log(f"server address published: {self.published.url} (host {self.published.host})")
         url = self.published.url if self.published is not None else None
         return StartupSeen(rc, self.srun_error(self.server) if rc is not None else None, url,
-                           self.health(url) if ask_health and url and rc is None else None)
+                           self.health(url) if url and rc is None else None)
 
     def hand_over(self, url: str) -> None:
         """/health answered 200: server_ready.json (atomic) tells the waiting trainer where to connect."""

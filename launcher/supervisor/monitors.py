@@ -62,12 +62,12 @@ class ServerStartup:
         if seen.rc is not None:
             again = self.retry.decide("server", seen.srun_error, now, self.started) if self.retry else None
             return again or failed(Cause.SERVER_FAILED, f"server exited with code {seen.rc} before becoming healthy",
-                                   tail="server")
+                                   tail="server", stop_why="server died")
         if seen.url and seen.health is Health.OK:
             return Healthy(seen.url)
         if now - self.started > self.timeout_s:
             return failed(Cause.SERVER_FAILED, f"server not healthy after server.startup_timeout_s={self.timeout_s:g} s",
-                          tail="server")
+                          tail="server", stop_why="server not healthy in time")
         return None
 
 
