@@ -4,6 +4,7 @@ Container, the srun argv rendered for every runtime (golden files), and quoting 
 import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -215,3 +216,39 @@ def test_a_charliecloud_directory_image_needs_folders_at_its_bind_targets(tmp_pa
     (image / str(root).lstrip("/")).mkdir(parents=True)
     assert not [p for p in _problems(*args) if p[2] == "error"]
     assert not [p for p in _problems(*args[:3], "cluster.container.flags=[-w]") if p[2] == "error"]
+
+
+def _tiny_image(root: Path, *folders: str) -> Path:
+    """A directory image of bash and the libraries it links (a few MB, made in milliseconds)."""
+    image = root / "image"
+    for d in ("usr/bin", "usr/lib", "usr/lib64", "dev", "proc", "sys", "tmp", "home", "etc", *folders):
+        (image / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for d in ("bin", "lib", "lib64"):
+        (image / d).symlink_to(f"usr/{d}")
+    for f in ("passwd", "group", "hosts", "resolv.conf"):
+        (image / "etc" / f).touch()
+    libs = subprocess.run(["ldd", "/usr/bin/bash"], capture_output=True, text=True).stdout.split()
+    for path in ["/usr/bin/bash", *(p for p in libs if p.startswith("/"))]:
+        subprocess.run(["cp", "-L", "--parents", path, str(image)], check=True)
+    return image
+
+
+@pytest.mark.skipif(shutil.which("ch-run") is None, reason="charliecloud's ch-run is not installed")
+def test_a_step_really_runs_in_a_charliecloud_image_with_the_job_folder_and_env(tmp_path, monkeypatch):
+    from launcher.supervisor.steps import LocalSteps
+
+    root = tmp_path / "jobs"
+    job_dir = root / "smoke" / "20261201-000000-abcd"
+    job_dir.mkdir(parents=True)
+    image = _tiny_image(tmp_path, str(root))
+    monkeypatch.delenv("USER", raising=False)  # ch-run refuses to start without it; the step is given it
+    container = Container("charliecloud", str(image), job_root=str(root), workdir="/tmp")
+    plan = _with(_plan(), container)
+    script = ('test -x /usr/bin/bash && ! test -e /work && cd "$LAUNCHER_JOB_DIR" && '
+              'printf "%s|%s|%s" "$LAUNCHER_JOB_DIR" "$LAUNCHER_BACKEND" "$QUOTED" > seen')
+    component = dataclasses.replace(plan.component("server"), step=["bash", "-c", script])
+    env = dict(os.environ, LAUNCHER_JOB_DIR=str(job_dir), QUOTED="it's $(id) `x`")
+    step = LocalSteps(plan).start(component, env, tmp_path / "server.log")
+    step.proc.wait(timeout=30)
+    assert step.kill() == 0, (tmp_path / "server.log").read_text()
+    assert (job_dir / "seen").read_text() == f"{job_dir}|local|it's $(id) `x`"
