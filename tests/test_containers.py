@@ -252,3 +252,14 @@ def test_a_step_really_runs_in_a_charliecloud_image_with_the_job_folder_and_env(
     step.proc.wait(timeout=30)
     assert step.kill() == 0, (tmp_path / "server.log").read_text()
     assert (job_dir / "seen").read_text() == f"{job_dir}|local|it's $(id) `x`"
+
+
+def test_commands_txt_records_each_step_in_its_image():
+    from launcher.jobfolder.layout import component_commands
+
+    text = component_commands(_with(_plan(), IMAGES["charliecloud"]), Path(JOB_DIR))
+    assert ("# trainer: in its charliecloud image\nch-run -b /shared/models:/models -b "
+            f"{JOB_DIR}:{JOB_DIR} -c /workspace /shared/images/grpo -- /opt/venv/bin/python -u -m "
+            "launcher.components.trainer_step\n") in text
+    assert "# server: in its pyxis image (srun flags, then the step)\n--container-image=" in component_commands(
+        _with(_plan(), IMAGES["pyxis"]), Path(JOB_DIR))

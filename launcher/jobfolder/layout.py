@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from launcher import __version__
 from launcher.plan import placeholders
+from launcher.plan.containers import wrap
 from launcher.plan.plan import Plan
 from launcher.jobfolder import names
 from launcher.jobfolder.config_record import config_yaml
@@ -71,6 +72,14 @@ def component_commands(plan: Plan, job_dir: Path) -> str:
     for c in plan.components:
         lines.append(f"# {c.name}: step (on each of its {c.nodes} node(s))")
         lines.append(shlex.join(c.step))
+        container = getattr(c, "container", None)
+        if container is not None:
+            shared = [os.path.abspath(os.path.expanduser(plan.hf_home))] if plan.hf_home else []
+            flags, inside = wrap(container, list(c.step), plan.device != "cpu" and c.gpus_per_node > 0,
+                                 str(job_dir), shared)
+            note = " (srun flags, then the step)" if flags else ""
+            lines.append(f"# {c.name}: in its {container.runtime} image{note}")
+            lines.append(shlex.join(flags + inside))
         lines.append(f"# {c.name}: which execs (placeholders are filled on the node)")
         lines.append(fill(shlex.join(c.execs), job_dir))
     return "\n".join(lines) + "\n"
