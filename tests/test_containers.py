@@ -4,7 +4,6 @@ Container, the srun argv rendered for every runtime (golden files), and quoting 
 import dataclasses
 import os
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -233,7 +232,6 @@ def _tiny_image(root: Path, *folders: str) -> Path:
     return image
 
 
-@pytest.mark.skipif(shutil.which("ch-run") is None, reason="charliecloud's ch-run is not installed")
 def test_a_step_really_runs_in_a_charliecloud_image_with_the_job_folder_and_env(tmp_path, monkeypatch):
     from launcher.supervisor.steps import LocalSteps
 
