@@ -2,7 +2,6 @@
 tests/integration."""
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,12 @@ from submitit.core.utils import UncompletedJobError
 from conftest import compose
 from launcher.plan.build import build_plan
 from launcher.backends.slurm import HetSlurmExecutor, SubmissionError, submit
+from conftest import fake_executable
 from launcher.supervisor.entry import SlurmEntry
 
 
 def fake(bin_dir: Path, name: str, body: str) -> None:
-    path = bin_dir / name
-    path.write_text("#!/bin/bash\n" + body)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    fake_executable(bin_dir, name, body)
 
 
 @pytest.fixture
@@ -58,7 +56,7 @@ def test_several_submissions_are_several_sbatch_calls_never_an_array(fake_slurm)
     (tmp_path / "jobs").mkdir()
     with executor.batch():
         for _ in range(3):
-            executor.submit(SlurmEntry(str(tmp_path / "jobs")))
+            executor.submit(SlurmEntry())
     assert calls.read_text().count("sbatch") == 3
     for script in tmp_path.glob("submitted-*.sh"):
         assert "--array" not in script.read_text() and "#SBATCH hetjob" in script.read_text()

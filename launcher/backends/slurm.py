@@ -152,7 +152,7 @@ def submit(plan: Plan, cfg, job_dir: Path | None = None, git: tp.Optional[tuple[
     executor = HetSlurmExecutor(plan, job_dir, retries=cfg.cluster.submit_retries,
                                 min_interval_s=1.0 / rate if rate > 0 else 0.0, script=script, poll_s=poll_s,
                                 script_path=job_dir / names.SBATCH_SCRIPT)
-    job = executor.submit(SlurmEntry(str(job_dir)))
+    job = executor.submit(SlurmEntry())
     record_submission(job_dir, "slurm", job.job_id, sys.argv)
     return job, job_dir
 

@@ -48,3 +48,8 @@ def node_record(component: str, host: str) -> str:
     """node-server-node1.json: what a component's step saw and did on one node (CPUs, threads, address,
     hygiene), written by its wrapper before it execs."""
     return f"node-{component}-{host}.json"
+
+
+# how every process of the job finds its folders (set by the sbatch script and by the supervisor)
+JOB_DIR_ENV = "LAUNCHER_JOB_DIR"
+ATTEMPT_DIR_ENV = "LAUNCHER_ATTEMPT_DIR"

@@ -11,13 +11,13 @@ A run that ends COMPLETED returns a small dict; any other end raises JobFailed, 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Optional
 
+from launcher.jobfolder.names import JOB_DIR_ENV
 from launcher.jobfolder.records import Cause, State
 from launcher.slurm.own_job import job_info
 from launcher.supervisor.loop import Supervisor
@@ -52,7 +52,8 @@ def _leave_without_result(reason: str) -> None:
 
 
 def run_in_slurm_job(job_dir: str) -> dict:
-    """The function submitit runs in the batch step. Raises JobFailed so that the job ends FAILED."""
+    """The function submitit runs in the batch step (job_dir: LAUNCHER_JOB_DIR, which the sbatch script
+    exports). Raises JobFailed so that the job ends FAILED."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     stale = _stale_result_pickle()
     if restarts and stale is not None and stale.exists():
@@ -70,13 +71,11 @@ def run_in_slurm_job(job_dir: str) -> dict:
 
 
 class SlurmEntry:
-    """Picklable callable for submitit (a class in an installed module, so nodes can import it)."""
-
-    def __init__(self, job_dir: str):
-        self.job_dir = job_dir
+    """Picklable callable for submitit (a class in an installed module, so nodes can import it). It carries
+    nothing: the job folder reaches the batch step one way, LAUNCHER_JOB_DIR in the sbatch script."""
 
     def __call__(self) -> dict:
-        return run_in_slurm_job(self.job_dir)
+        return run_in_slurm_job(os.environ[JOB_DIR_ENV])
 
     def __repr__(self) -> str:
-        return f"SlurmEntry({json.dumps(self.job_dir)})"
+        return "SlurmEntry()"

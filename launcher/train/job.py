@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from launcher.jobfolder.names import ATTEMPT_PREFIX, PLAN
+from launcher.jobfolder.names import ATTEMPT_PREFIX, JOB_DIR_ENV, PLAN
 from launcher.node import DEVICE_ENV, DEVICES
 from launcher.plan import placeholders
 from launcher.plan.plan import Plan
 from launcher.train.errors import JobError
 from launcher.train.ranks import global_rank, world_size
 
-JOB_DIR_ENV = "LAUNCHER_JOB_DIR"
 ATTEMPT_DIR_ENV = "LAUNCHER_ATTEMPT_DIR"
 SERVER_URL_ENV = "LAUNCHER_SERVER_URL"
 

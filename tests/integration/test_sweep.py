@@ -12,7 +12,6 @@ import csv
 import re
 import secrets
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import pytest
 
 from launcher.slurm.states import query_states
 from launcher.sweep.manifest import Manifest
+
+from conftest import fake_executable
 
 from .conftest import orphans
 
@@ -96,9 +97,7 @@ def poll(what, predicate, timeout_s: float, every_s: float = 1.0):
 def wrapper_env(env: dict, tmp_path: Path, fail_first: int, message: str) -> dict:
     bin_dir = tmp_path / "wrapper"
     bin_dir.mkdir(exist_ok=True)
-    path = bin_dir / "sbatch"
-    path.write_text(WRAPPER)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    fake_executable(bin_dir, "sbatch", WRAPPER)
     counter = tmp_path / f"counter-{secrets.token_hex(2)}"
     return dict(env, PATH=f"{bin_dir}:{env['PATH']}", FAIL_FIRST=str(fail_first), FAIL_COUNTER=str(counter),
                 FAIL_MESSAGE=message)
