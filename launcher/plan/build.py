@@ -135,4 +135,6 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
                       max_samples=cfg.data.max_samples, revision=cfg.data.revision),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
                           weights=None if cfg.reward.weights is None else list(cfg.reward.weights)),
-        warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home)
+        warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home,
+        cache_dir=os.path.realpath(os.path.expanduser(cluster.cache_dir)) if cluster.cache_dir
+        else os.path.join(job_root, ".cache"))

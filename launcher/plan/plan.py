@@ -97,6 +97,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     offline: bool = False  # cluster.offline: the hub model and dataset are staged at submission, the job runs offline
     hf_home: Optional[str] = None  # the Hugging Face cache the job reads (HF_HOME), when set or offline
+    cache_dir: Optional[str] = None  # the root of the server's compile caches (launcher/components/caches.py)
 
     def component(self, name: str) -> Optional[Component]:
         return next((c for c in self.components if c.name == name), None)
