@@ -434,8 +434,20 @@ def test_usr2_before_the_server_is_ready_asks_for_no_checkpoint(world):
     world.slurm.job = world.job_info()
     result = world.run()
     assert (result.state, result.cause) == (State.REQUEUED, Cause.WALLTIME)
-    assert "nothing to checkpoint" in world.log and not (world.dir / CHECKPOINT_REQUEST).exists()
-    assert world.clock.now < 10 + POLICIES.stop_grace_s + 1
+    assert "the trainer has trained nothing yet (phase waiting_for_server): no checkpoint" in world.log
+    assert not (world.dir / CHECKPOINT_REQUEST).exists() and world.clock.now < 10 + POLICIES.stop_grace_s + 1
+
+
+def test_usr2_before_the_server_is_ready_still_checkpoints_a_trainer_that_trains(world):
+    """trainer.use_vllm=false: it trains without the server, so what it trained is saved."""
+    world.health_at = lambda t: Health.OK if t >= 100 else Health.REFUSED
+    def trains_at_once(step: FakeStep) -> None:
+        world.clock.every(0, 2.0, 300, lambda n: step.rc is None and world.beat("step", n + 1, stage="end"))
+    world.runner.scripts["trainer"] = [saves_on_request(world, train=trains_at_once)]
+    world.signal_at(10, signal.SIGUSR2)
+    world.slurm.job = world.job_info()
+    result = world.run()
+    assert result.state is State.REQUEUED and "checkpoint at step 9 saved" in result.reason
 
 
 # ----------------------------------------------------------------------------- server while training
@@ -542,10 +554,11 @@ def test_srun_node_failure_at_the_trainer_end_ends_the_job_naming_the_node(world
 # ----------------------------------------------------------------------------- USR2: checkpoint, requeue
 
 
-def saves_on_request(world: World, step_no: int = 9, after: float = 3.0):
-    """A trainer that, once checkpoint.request appears, saves `after` s later and exits 0 (heartbeat done)."""
+def saves_on_request(world: World, step_no: int = 9, after: float = 3.0, train: Optional[Callable] = None):
+    """A trainer that, once checkpoint.request appears, saves `after` s later and exits 0 (heartbeat done);
+    `train(step)` is how it beats meanwhile (World.trainer: after the handover)."""
     def script(step: FakeStep) -> None:
-        world.trainer(step)
+        (train or world.trainer)(step)
 
         def look(n: int) -> None:
             if (world.dir / CHECKPOINT_REQUEST).exists() and step.rc is None and not hasattr(step, "saving"):

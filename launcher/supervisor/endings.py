@@ -1,8 +1,9 @@
 """How Slurm's signals end an attempt, decided from what Slurm says (a JobInfo) and the time.
 
 - USR2 (walltime near, or preemption with GraceTime): the checkpoint gets most of what is left of the
-  run and the stop grace shrinks with it (usr2_budget); then a requeue, unless cluster.max_requeues
-  is reached (usr2_without_requeue, usr2_requeued).
+  run and the stop grace shrinks with it (usr2_budget), unless the trainer has trained nothing yet
+  (nothing_to_save: still preparing, waiting for the server, or a preflight); then a requeue, unless
+  cluster.max_requeues is reached (usr2_without_requeue, usr2_requeued).
 - SIGTERM (Slurm ends the run now, KillWait until SIGKILL): requeued by Slurm, node failure (kept as a
   requeue only with cluster.requeue_on_node_failure), preemption that cancels, walltime, or a plain
   cancel (sigterm_ending).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from launcher.jobfolder.progress import Heartbeat, TrainerPhase
 from launcher.jobfolder.records import Cause, State
 from launcher.plan.plan import Policies
 from launcher.slurm.own_job import FailedNodes, JobInfo, describe_nodes
@@ -23,6 +25,16 @@ from launcher.supervisor.verdicts import End, failed
 
 END_MARGIN_S = 5.0  # what USR2 handling keeps in hand before Slurm's end of the run
 KILLWAIT_STOP_S = 1.0  # SIGTERM -> SIGKILL for the components inside Slurm's KillWait window
+
+
+UNTRAINED = {p.value for p in (TrainerPhase.START, TrainerPhase.LOAD_DATA, TrainerPhase.LOAD_MODEL,
+                               TrainerPhase.WAITING_FOR_SERVER, TrainerPhase.PREFLIGHT)}
+
+
+def nothing_to_save(beat: Optional[Heartbeat]) -> bool:
+    """A trainer without a heartbeat, still preparing or waiting for the server's address, or running the
+    preflight has trained nothing: no checkpoint is asked of it."""
+    return beat is None or beat.phase in UNTRAINED
 
 
 @dataclass(frozen=True)

@@ -293,8 +293,9 @@ class Supervisor:
         budget = endings.usr2_budget(self.clock.time(), self.slurm.info(), policies)
         self.log(f"USR2: {'preempted' if budget.preempted else 'walltime near'}, "
                  f"Slurm ends this run in {budget.left_s:.0f} s")
-        if self.server is not None and self.server_url is None:
-            self.log("the server is not ready yet: the trainer has not trained, nothing to checkpoint")
+        beat = read_heartbeat(self.dir)
+        if endings.nothing_to_save(beat):
+            self.log(f"the trainer has trained nothing yet (phase {beat.phase if beat else None}): no checkpoint")
             done = None
         else:
             done = self.checkpoint(f"{budget.cause.value} signal (USR2)", budget.checkpoint_s)

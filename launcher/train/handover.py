@@ -17,7 +17,7 @@ job has ended before.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from launcher.jobfolder.names import SERVER_READY
 from launcher.jobfolder.progress import TrainerPhase
@@ -29,8 +29,7 @@ from launcher.train.report import HeartbeatWriter, say
 POLL_S = 0.2  # how often server_ready.json is looked for (one stat of a small file)
 
 
-def server_url(job: Job, beat: HeartbeatWriter, prepared_s: Optional[float] = None,
-               sleep: Callable[[float], None] = time.sleep) -> str:
+def server_url(job: Job, beat: HeartbeatWriter, prepared_s: Optional[float] = None) -> str:
     """The server's URL: LAUNCHER_SERVER_URL as given, else the supervisor's handover (waited for)."""
     if job.server_url:
         return job.server_url
@@ -51,4 +50,4 @@ def server_url(job: Job, beat: HeartbeatWriter, prepared_s: Optional[float] = No
             raise JobError(f"no server address after server.startup_timeout_s={bound:g} s: "
                            f"{job.attempt_dir / SERVER_READY} never appeared (the supervisor writes it once the "
                            f"server answers /health; to run the trainer without it, set {SERVER_URL_ENV})")
-        sleep(POLL_S)
+        time.sleep(POLL_S)
