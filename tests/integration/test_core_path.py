@@ -1,4 +1,5 @@
-"""The core path on the real cluster: one het job, the real vLLM CPU server, the trainer, the supervisor.
+"""The core path on the real cluster: one het job, the real vLLM CPU server, the trainer, the supervisor; the
+overlapped start (both steps at once, the address handed over) and a trainer failing while the server starts.
 
 Latencies measured here are printed (pytest -s) and written to the closing notes; the asserts use
 the issue's bounds (15 s after a server crash, 5 s after the trainer ends), not tight timings.
@@ -29,10 +30,13 @@ def test_smoke_job_completes_across_nodes(cluster_env, smoke_assets, tmp_path):
     job = launch(cluster_env, tmp_path)
     assert wait_state(job.job_id, 600) == "COMPLETED"
     log = job.supervisor_log()
-    for event in ("server started: srun --het-group=0", "server address published", "server healthy after",
-                  "trainer started: srun --het-group=1", "trainer ended first with exit code 0",
-                  "server stopped (trainer ended)", "job COMPLETED"):
-        assert event in log, log
+    # the overlapped start: both steps start at once, the address is handed over once /health is 200
+    events = ("server started: srun --het-group=0", "trainer started: srun --het-group=1", "server address published",
+              "server healthy after", "address handed to the trainer (server_ready.json)",
+              "trainer ended first with exit code 0", "server stopped (trainer ended)", "job COMPLETED")
+    positions = [log.find(event) for event in events]
+    assert -1 not in positions and positions == sorted(positions), log
+    assert "trainer prepared, waiting for the server" in log or "server ready at" in (job.attempt / "trainer.log").read_text()
     server = json.loads((job.attempt / "server.json").read_text())
     preflight = json.loads((job.attempt / "preflight.json").read_text())
     trainer_log = (job.attempt / "trainer.log").read_text()
@@ -45,10 +49,9 @@ def test_smoke_job_completes_across_nodes(cluster_env, smoke_assets, tmp_path):
     lines = log.splitlines()
     ended = _stamp(next(l for l in lines if "trainer ended first" in l))
     finished = _stamp(next(l for l in lines if "job COMPLETED" in l))
-    healthy = next(l for l in lines if "server healthy after" in l)
-    started = next(l for l in lines if "trainer started" in l)
-    print(f"\nMEASURED trainer end -> job end {finished - ended:.1f} s; "
-          f"server healthy -> trainer started {_stamp(started) - _stamp(healthy):.1f} s")
+    timings = job.result()["timings"]
+    print(f"\nMEASURED trainer end -> job end {finished - ended:.1f} s; server healthy {timings['server_healthy']:.1f} s, "
+          f"trainer prepared {timings.get('trainer_ready', float('nan')):.1f} s after the attempt began")
     assert finished - ended <= 5
     assert wait_no_orphans() == []
 
@@ -59,6 +62,7 @@ def test_server_crash_fails_job_and_stops_trainer(cluster_env, smoke_assets, tmp
     wait_file(job.job_dir, 600, lambda p: (job.attempt / "trainer.log").exists()
               if list(p.glob("attempt-*")) else False)
     wait_file(job.attempt, 600, lambda a: (read_heartbeat(a) or {}).get("phase") == "step")
+    wait_file(job.attempt / "server_ready.json", 600)  # a crash during training, not during the server's start
     server = json.loads((job.attempt / "server.json").read_text())
     killed = time.time()
     os.kill(server["pid"], signal.SIGKILL)  # the vLLM API server (the wrapper exec'd into it)
@@ -74,6 +78,34 @@ def test_server_crash_fails_job_and_stops_trainer(cluster_env, smoke_assets, tmp
     assert wait_no_orphans() == []  # trainer processes gone on their node
 
 
+def test_a_trainer_failing_while_the_server_starts_ends_the_job_at_once(cluster_env, smoke_assets, tmp_path):
+    """Fail fast across nodes: the trainer step starts with the server step and fails while preparing (a reward
+    module that the login node finds but that does not import on the nodes); the job ends with that reason
+    and the server step is stopped. The server is frozen (SIGSTOP) once it has published its address, so
+    it cannot become healthy: only the trainer's failure can end the job."""
+    (tmp_path / "my_rewards.py").write_text("import no_such_dependency\n\n\ndef reward(completions, **kw):\n"
+                                            "    return [0.0] * len(completions)\n")
+    job = launch(cluster_env, tmp_path, "reward.funcs=[my_rewards.reward]", f"+cluster.env.PYTHONPATH={tmp_path}")
+    wait_file(job.job_dir, 300, lambda p: bool(list(p.glob("attempt-*/server.json"))))
+    server = json.loads((job.attempt / "server.json").read_text())
+    os.kill(server["pid"], signal.SIGSTOP)
+    assert wait_state(job.job_id, 300) == "FAILED"
+    result = job.result()
+    first = result["reason"].splitlines()[0]
+    assert first.startswith("trainer exited with code 1 while the server was starting: ModuleNotFoundError: "
+                            "No module named 'no_such_dependency'"), first
+    assert result["cause"] == "trainer_failed" and "server_healthy" not in result["timings"]
+    log = job.supervisor_log()
+    assert "trainer started: srun --het-group=1" in log and "server stopped (trainer ended)" in log
+    assert not (job.attempt / "server_ready.json").exists()
+    lines = log.splitlines()
+    ended = _stamp(next(line for line in lines if "trainer ended first" in line))
+    finished = _stamp(next(line for line in lines if "job FAILED" in line))
+    print(f"\nMEASURED trainer failed {result['timings']['trainer_ended']:.1f} s after the attempt began; "
+          f"job ended {finished - ended:.0f} s later (the frozen server: SIGKILL after cluster.stop_grace_s)")
+    assert wait_no_orphans() == []
+
+
 def test_server_never_healthy_fails_after_startup_timeout(cluster_env, smoke_assets, tmp_path):
     job = launch(cluster_env, tmp_path, "server.startup_timeout_s=8")
     assert wait_state(job.job_id, 120) == "FAILED"
@@ -81,7 +113,9 @@ def test_server_never_healthy_fails_after_startup_timeout(cluster_env, smoke_ass
     assert reason.startswith("server not healthy after server.startup_timeout_s=8 s")
     assert f"(full log: {job.attempt / 'server.log'})\nlast lines of server.log:\n" in reason
     assert "vllm" in reason.lower()  # the tail of the real server's log is in the error
-    assert "trainer started" not in job.supervisor_log()
+    # the trainer started with the server (the overlapped start) and is stopped with it
+    assert "trainer stopped (server not healthy in time)" in job.supervisor_log()
+    assert not (job.attempt / "server_ready.json").exists()
     assert wait_no_orphans() == []
 
 
