@@ -95,7 +95,7 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         attempt = _wait(lambda: latest_attempt(job_dir), 600)
         beat = _wait(lambda: (b := read_heartbeat(attempt)) and b.get("phase") == "step" and b, 900)
         server = json.loads((attempt / "server.json").read_text())
-        trainer_env, server_env = _environ(beat["pid"]), _environ(server["pid"])
+        trainer_env, server_env = _environ(beat.pid), _environ(server["pid"])
         assert trainer_env["HOSTILE_TRAINER"] == PAYLOAD and trainer_env["HOSTILE_ALL"] == WITH_NEWLINE
         assert server_env["HOSTILE_SERVER"] == WITH_NEWLINE and "HOSTILE_TRAINER" not in server_env
         for name, value in values.items():  # secrets reach both components through the environment
