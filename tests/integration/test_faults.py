@@ -119,6 +119,9 @@ def test_frozen_trainer_fails_by_watchdog_naming_the_phase(cluster_env, smoke_as
 def test_frozen_server_fails_after_health_grace(cluster_env, smoke_assets, tmp_path, name):
     job = launch(cluster_env, tmp_path, f"name={name}", *TRAINING, "server.health_grace_s=15")
     wait_step(job, 1)
+    # the overlapped start: the trainer (use_vllm=false) trains before the server is healthy; freeze a server
+    # that has been healthy (its address handed over), not one still starting (startup_timeout_s covers that)
+    wait_file(job.attempt / "server_ready.json", 600)
     server = json.loads((job.attempt / "server.json").read_text())
     frozen = time.time()
     os.kill(server["pid"], signal.SIGSTOP)  # vLLM's API server: the port still accepts, nothing answers
