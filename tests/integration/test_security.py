@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.jobfolder import names
 from launcher.jobfolder.layout import latest_attempt
 from launcher.jobfolder.progress import read_heartbeat
 
@@ -94,6 +95,8 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         # while it runs: each value arrived intact, as data, in the component it was meant for
         attempt = _wait(lambda: latest_attempt(job_dir), 600)
         beat = _wait(lambda: (b := read_heartbeat(attempt)) and b.get("phase") == "step" and b, 900)
+        # the trainer (use_vllm=false) steps while the server still starts: wait for the handover
+        _wait(lambda: (attempt / names.SERVER_READY).is_file(), 900)
         server = json.loads((attempt / "server.json").read_text())
         trainer_env, server_env = _environ(beat.pid), _environ(server["pid"])
         assert trainer_env["HOSTILE_TRAINER"] == PAYLOAD and trainer_env["HOSTILE_ALL"] == WITH_NEWLINE
