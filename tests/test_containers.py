@@ -206,11 +206,15 @@ def test_the_plan_text_shows_each_components_step_in_its_image():
 def test_a_charliecloud_directory_image_needs_folders_at_its_bind_targets(tmp_path):
     image, root = tmp_path / "img", tmp_path / "jobs"
     (image / "models").mkdir(parents=True)
+    # -t (a private /tmp): the job root under /tmp must be in the image too
     args = ("cluster.container.runtime=charliecloud", f"cluster.container.image={image}",
-            "cluster.container.mounts=[/m:/models,/d:/data]", f"cluster.job_root={root}")
+            "cluster.container.mounts=[/m:/models,/d:/data]", f"cluster.job_root={root}", "cluster.container.flags=[-t]")
     problems = [p for p in _problems(*args) if p[2] == "error"]
     assert [p[0] for p in problems] == [("cluster.container.mounts",), ("cluster.job_root",)]
     assert problems[1][1].startswith(f"{root} is not a folder in the image {image}: ch-run cannot bind onto it")
+    # without -t ch-run binds the node's /tmp over the image's: a job root under it is there already
+    shared_tmp = [p[0] for p in _problems(*args[:4]) if p[2] == "error"]
+    assert shared_tmp == [("cluster.container.mounts",)] and str(root).startswith("/tmp/")
     (image / "data").mkdir()
     (image / str(root).lstrip("/")).mkdir(parents=True)
     assert not [p for p in _problems(*args) if p[2] == "error"]

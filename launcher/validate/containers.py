@@ -9,7 +9,8 @@ naming the key the value came from (the component's own, else the cluster's):
 - runtime flags that would cut the step off from the job (apptainer --cleanenv/--containall/--net, ch-run
   --unset-env): the launcher's variables and the node's address must reach the process inside;
 - a read-only charliecloud directory image without a folder at a bind target (a mount's, the job root's,
-  the Hugging Face cache's): ch-run 0.31 makes them only in a writable image (-w);
+  the Hugging Face cache's): ch-run 0.31 makes them only in a writable image (-w); a target under /tmp is
+  the node's own /tmp, which ch-run binds over the image's (unless -t/--private-tmp);
 - the runtime's executable: on the local backend it must be on PATH here (error), and pyxis needs srun (error);
   on Slurm apptainer/singularity/ch-run run on the compute nodes, so one missing here is a warning; pyxis is
   an srun plugin of the nodes and is not checked on the login node.
@@ -120,9 +121,12 @@ def _charliecloud_targets(cfg: LaunchConfig, image: str, key: dict[str, str], mo
     if cfg.cluster.hf_home:
         targets.append(("cluster.hf_home", os.path.abspath(os.path.expanduser(str(cfg.cluster.hf_home)))))
     root = os.path.expanduser(image)
+    # ch-run binds the node's /tmp over the image's unless -t/--private-tmp: a target under it is there
+    shared_tmp = not any(str(f) in ("-t", "--private-tmp") for f in flags)
     return [Problem((k,), f"{target} is not a folder in the image {image}: ch-run cannot bind onto it in a "
                           f"read-only image (mkdir -p {root.rstrip('/')}{target}, or add -w to the flags)")
-            for k, target in targets if target and not os.path.isdir(root.rstrip("/") + target)]
+            for k, target in targets if target and not os.path.isdir(root.rstrip("/") + target)
+            and not (shared_tmp and (target + "/").startswith("/tmp/"))]
 
 
 def _executable(cfg: LaunchConfig, runtime: ContainerRuntime, key: str) -> list[Problem]:
