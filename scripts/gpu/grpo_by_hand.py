@@ -37,6 +37,8 @@ ap.add_argument("--batch", type=int, default=8, help="per-device prompts x gener
 ap.add_argument("--generations", type=int, default=4)
 ap.add_argument("--max-completion", type=int, default=32)
 ap.add_argument("--gpu-mem", type=float, default=0.3, help="colocate mode: vLLM's share of the GPU")
+ap.add_argument("--lr", type=float, default=1e-4)
+ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--cpu", action="store_true")
 ap.add_argument("--rewards", default="accuracy,digits",
                 help="accuracy (TRL's accuracy_reward, what the launcher's smoke experiment uses) and/or digits")
@@ -82,11 +84,19 @@ try:
         return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
 
     class StepTimes(TrainerCallback):
+        # dt: step begin -> step end; gap: previous step end (or train begin) -> this step end, the measure
+        # the launcher's metrics.jsonl calls step_time_s (so the two compare like for like)
+        def on_train_begin(self, a, state, control, **kw):
+            self.prev_end = time.time()
+
         def on_step_begin(self, a, state, control, **kw):
             self.t0 = time.time()
 
         def on_step_end(self, a, state, control, **kw):
-            self.last = {"step": state.global_step, "dt": round(time.time() - self.t0, 3)}
+            now = time.time()
+            self.last = {"step": state.global_step, "dt": round(now - self.t0, 4),
+                         "gap": round(now - self.prev_end, 4), "t_end": round(now, 3)}
+            self.prev_end = now
 
         def on_log(self, a, state, control, logs=None, **kw):
             logs = dict(logs or {})
@@ -103,11 +113,11 @@ try:
         per_device_train_batch_size=args.batch,
         num_generations=args.generations,
         max_completion_length=args.max_completion,
-        learning_rate=1e-4,
+        learning_rate=args.lr,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        seed=0,
+        seed=args.seed,
         dataloader_num_workers=0,
     )
     if args.cpu:
