@@ -54,6 +54,8 @@ def _leave_without_result(reason: str) -> None:
 def run_in_slurm_job(job_dir: str) -> dict:
     """The function submitit runs in the batch step (job_dir: LAUNCHER_JOB_DIR, which the sbatch script
     exports). Raises JobFailed so that the job ends FAILED."""
+    # private for the whole batch step: submitit writes its result pickle after the supervisor returns
+    os.umask(0o077)
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     stale = _stale_result_pickle()
     if restarts and stale is not None and stale.exists():
