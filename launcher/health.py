@@ -7,6 +7,8 @@ import time
 import urllib.error
 import urllib.request
 
+from launcher.server_auth import token_header
+
 
 class Health(str, enum.Enum):
     OK = "ok"  # 200
@@ -17,7 +19,8 @@ class Health(str, enum.Enum):
 def check(url: str, timeout_s: float = 2.0) -> Health:
     """One `GET <url>/health` (no trailing slash: vLLM answers only that)."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as response:
+        request = urllib.request.Request(f"{url.rstrip('/')}/health", headers=token_header())  # the job's token, if any
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return Health.OK if response.status == 200 else Health.ERROR
     except urllib.error.HTTPError:
         return Health.ERROR

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from launcher.components.server_auth import HEADER, TOKEN_ENV, JobTokenMiddleware, authorized, token_header
+from launcher.server_auth import HEADER, TOKEN_ENV, JobTokenMiddleware, authorized, token_header
 
 
 async def _app(scope, receive, send):  # the routes behind the middleware: answer 200

@@ -1,5 +1,5 @@
 """The job's token in front of every vLLM endpoint: an ASGI middleware that vLLM's API server loads
-(`--middleware launcher.components.server_auth.JobTokenMiddleware`, added by the server wrapper).
+(`--middleware launcher.server_auth.JobTokenMiddleware`, added by the server wrapper).
 
 TRL's server mode needs vLLM's development mode, whose endpoints (/update_weights, /collective_rpc,
 /init_weight_transfer_engine, /sleep, ...) have no authentication, and `--api-key` guards /v1/* only. The
