@@ -3,9 +3,10 @@
 
 TRL's server mode needs vLLM's development mode, whose endpoints (/update_weights, /collective_rpc,
 /init_weight_transfer_engine, /sleep, ...) have no authentication, and `--api-key` guards /v1/* only. The
-middleware wraps the whole app, so it sees every request before any route does, /health included: a
-request passes only when its X-Launcher-Job-Token header equals the token the supervisor put in the
-environment (LAUNCHER_SERVER_TOKEN) for this attempt. A different header than vLLM's `Authorization`
+middleware wraps the whole app, so it sees every request before any route does: a request passes only
+when its X-Launcher-Job-Token header equals the token the supervisor put in the environment
+(LAUNCHER_SERVER_TOKEN) for this attempt. One exemption, `GET /health`: it tells only that the server
+is alive, and TRL's client polls it with a bare `requests.get` that carries no header of ours. A different header than vLLM's `Authorization`
 keeps a user's own `--api-key` working beside it. Refusals are logged (method, path, peer; never the
 token or what was sent). It fails closed: without a token in the environment the server does not start.
 Stdlib only (vLLM's processes import it).
@@ -35,6 +36,10 @@ def authorized(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
     return len(sent) == 1 and hmac.compare_digest(sent[0], token)
 
 
+def _liveness(scope) -> bool:
+    return scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == "/health"
+
+
 class JobTokenMiddleware:
     """ASGI middleware: 401 for any HTTP or websocket request without the job's token."""
 
@@ -46,7 +51,8 @@ class JobTokenMiddleware:
         self.token = token.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or authorized(scope.get("headers", []), self.token):
+        if (scope["type"] not in ("http", "websocket") or _liveness(scope)
+                or authorized(scope.get("headers", []), self.token)):
             await self.app(scope, receive, send)
             return
         peer = scope.get("client") or ("?", 0)

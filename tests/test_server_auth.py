@@ -14,7 +14,7 @@ async def _app(scope, receive, send):  # the routes behind the middleware: answe
     await send({"type": "http.response.body", "body": b"inner"})
 
 
-def _request(middleware, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+def _request(middleware, path: str, headers: list[tuple[bytes, bytes]], method: str = "POST") -> tuple[int, bytes]:
     sent = []
 
     async def receive():
@@ -23,7 +23,7 @@ def _request(middleware, path: str, headers: list[tuple[bytes, bytes]]) -> tuple
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("10.0.0.9", 4242)}
+    scope = {"type": "http", "method": method, "path": path, "headers": headers, "client": ("10.0.0.9", 4242)}
     asyncio.run(middleware(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -57,3 +57,11 @@ def test_the_header_clients_send():
     assert token_header({TOKEN_ENV: "abc"}) == {HEADER: "abc"}
     assert token_header({}) == {}
     assert authorized([(HEADER.encode(), b"abc")], b"abc") and not authorized([], b"abc")
+
+
+def test_only_get_health_is_exempt():
+    guard = JobTokenMiddleware(_app, token="t")
+    assert _request(guard, "/health", [], method="GET") == (200, b"inner")  # liveness only: TRL polls it bare
+    assert _request(guard, "/health", [], method="POST")[0] == 401
+    assert _request(guard, "/health/", [], method="GET")[0] == 401
+    assert _request(guard, "/server_info", [], method="GET")[0] == 401
