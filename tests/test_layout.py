@@ -18,7 +18,7 @@ STAGES = {
     "launcher.config": 1,
     "launcher.validate": 2,
     "launcher.plan": 3,
-    "launcher.jobfolder": 4,
+    "launcher.jobfolder": 4, "launcher.faulthandlers": 4,
     "launcher.slurm": 5,
     "launcher.supervisor": 6,
     "launcher.components": 7,

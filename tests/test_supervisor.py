@@ -188,6 +188,12 @@ def make_plan(backend: str = "slurm", mode: str = "server", **policies) -> Plan:
                 reward=RewardSpec(["r"]))
 
 
+def no_stacks(world: "World", component: str) -> str:
+    """What a hang's reason ends with when the fake steps cannot be signalled (tests/test_hangs.py signals them)."""
+    return (f"; log tails in {world.dir / f'hang-{component}.txt'} (its processes could not be asked for their "
+            f"Python stacks)")
+
+
 class World:
     """One attempt with everything faked. By default the server publishes its address at 1 s and is
     healthy from 5 s; the trainer, started with the server, is prepared after 1 s (waiting_for_server),
@@ -424,7 +430,7 @@ def test_a_trainer_that_never_takes_the_address_is_a_hang(world):
     world.runner.scripts["trainer"] = [lambda step: world.clock.at(1, lambda: world.beat("waiting_for_server"))]
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.HANG)
-    assert result.reason.endswith("stalled in phase 'waiting_for_server'")
+    assert result.reason.endswith("stalled in phase 'waiting_for_server'" + no_stacks(world, "trainer"))
     assert 35 < world.clock.now <= 35.5  # watchdog_timeout_s=30 from the handover at 5 s
 
 
@@ -486,7 +492,7 @@ def test_health_silent_past_the_grace_is_a_hung_server(world):
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.HANG)
     assert result.reason == ("server stopped answering /health for more than server.health_grace_s=15 s "
-                             "(hung or frozen; it still accepts connections)")
+                             "(hung or frozen; it still accepts connections)" + no_stacks(world, "server"))
     last_ok = 11.0
     assert last_ok + 15 < world.clock.now <= last_ok + 15 + 1.5
     assert "server /health silent for 16 s (hung or frozen server)" in world.log
@@ -509,7 +515,7 @@ def test_trainer_hang_names_the_phase_and_step(world):
     result = world.run()
     assert (result.state, result.cause) == (State.FAILED, Cause.HANG)
     assert result.reason == ("trainer made no progress for more than trainer.watchdog_timeout_s=30 s; "
-                             "stalled in phase 'step' at step 7")
+                             "stalled in phase 'step' at step 7" + no_stacks(world, "trainer"))
     last_beat = world.runner.starts("trainer")[0].trained_from + 12
     assert last_beat + 30 < world.clock.now <= last_beat + 30.5
     assert "trainer stopped (trainer hung)" in world.log and stopped(world.runner.starts("server")[0])
@@ -518,7 +524,8 @@ def test_trainer_hang_names_the_phase_and_step(world):
 def test_trainer_hang_before_any_heartbeat(world):
     world.runner.scripts["trainer"] = [lambda step: None]
     result = world.run()
-    assert result.cause is Cause.HANG and result.reason.endswith("stalled in phase 'start (no heartbeat yet)'")
+    assert result.cause is Cause.HANG and result.reason.endswith("stalled in phase 'start (no heartbeat yet)'"
+                                                                 + no_stacks(world, "trainer"))
 
 
 def test_trainer_fails(world):

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from launcher.components.hygiene import prepare_node
 from launcher.jobfolder.jsonio import write_json_atomic
-from launcher.jobfolder.names import PLAN, node_record
+from launcher.jobfolder.names import COMPONENT_ENV, PLAN, node_record
 from launcher.node import DEVICE_ENV, cpus_seen, resolve_device
 from launcher.plan.plan import Plan
 
@@ -68,7 +68,8 @@ def ignore_stray_usr2() -> None:
 
 
 def become(who: str, argv: list[str], env: Mapping[str, str]) -> None:
-    """Say what runs, then exec it (signals then reach the component directly)."""
+    """Say what runs, then exec it (signals then reach the component directly). LAUNCHER_COMPONENT names
+    it for every process it starts (their stack files, launcher/faulthandlers.py)."""
     print(f"{who}: exec {' '.join(argv)}", flush=True)
     ignore_stray_usr2()
-    os.execvpe(argv[0], argv, dict(env))
+    os.execvpe(argv[0], argv, {**env, COMPONENT_ENV: who})

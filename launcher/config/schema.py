@@ -138,6 +138,7 @@ class DataConfig:
 class RewardConfig:
     funcs: List[str] = field(default_factory=lambda: ["trl.rewards.accuracy_reward"])  # import paths
     weights: Optional[List[float]] = None  # GRPOConfig.reward_weights, one per function
+    timeout_s: Optional[float] = 600.0  # one call of a reward function past this ends the job naming it (stalled), its stacks saved; null = no limit
 
 
 @dataclass

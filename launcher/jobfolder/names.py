@@ -9,6 +9,8 @@
       server_ready.json                            the handover: the supervisor saw /health 200 there (the trainer waits for it)
       heartbeat.json metrics.jsonl versions.json preflight.json checkpoint.request checkpoint.done
       node-<component>-<host>.json rendezvous.json  each step's node record; trainer node 0's fabric address
+      stacks/<component>-<host>-<pid>.txt          each process's Python stacks, written on request (launcher/faulthandlers.py)
+      hang-<component>.txt                          what the supervisor captured when it declared that component hung
 """
 
 # the job folder
@@ -37,6 +39,7 @@ PREFLIGHT = "preflight.json"
 CHECKPOINT_REQUEST = "checkpoint.request"
 CHECKPOINT_DONE = "checkpoint.done"
 RENDEZVOUS = "rendezvous.json"  # trainer node 0's address on cluster.network_interface, for the other nodes
+STACKS_DIR = "stacks"  # one file per process of the job, opened at its start, filled when it is asked for its stacks
 
 
 def component_log(component: str) -> str:
@@ -50,6 +53,17 @@ def node_record(component: str, host: str) -> str:
     return f"node-{component}-{host}.json"
 
 
+def stacks_file(component: str, host: str, pid: int) -> str:
+    """stacks/trainer-node2-4711.txt: where that process's faulthandler writes its stacks."""
+    return f"{component}-{host}-{pid}.txt"
+
+
+def hang_report(component: str) -> str:
+    """hang-trainer.txt: the stacks, nvidia-smi and log tails the supervisor captured before ending a hang."""
+    return f"hang-{component}.txt"
+
+
 # how every process of the job finds its folders (set by the sbatch script and by the supervisor)
 JOB_DIR_ENV = "LAUNCHER_JOB_DIR"
 ATTEMPT_DIR_ENV = "LAUNCHER_ATTEMPT_DIR"
+COMPONENT_ENV = "LAUNCHER_COMPONENT"  # "server" | "trainer", set by the step wrapper before it execs

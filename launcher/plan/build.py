@@ -134,7 +134,8 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
         data=DataSpec(name_or_path=cfg.data.name_or_path, split=cfg.data.split, config_name=cfg.data.config_name,
                       max_samples=cfg.data.max_samples, revision=cfg.data.revision),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
-                          weights=None if cfg.reward.weights is None else list(cfg.reward.weights)),
+                          weights=None if cfg.reward.weights is None else list(cfg.reward.weights),
+                          timeout_s=None if cfg.reward.timeout_s is None else float(cfg.reward.timeout_s)),
         warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home,
         cache_dir=os.path.realpath(os.path.expanduser(cluster.cache_dir)) if cluster.cache_dir
         else os.path.join(job_root, ".cache"))

@@ -55,6 +55,7 @@ class DataSpec:
 class RewardSpec:
     funcs: list[str]  # import paths of the reward functions
     weights: Optional[list[float]] = None
+    timeout_s: Optional[float] = None  # reward.timeout_s (None: no limit, as plans written before the key)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The supervisor's view of its own Slurm job: state, nodes, earlier runs; requeue and cancel.
+"""The supervisor's view of its own Slurm job: state, nodes, earlier runs; requeue, cancel, and a signal to
+a step (a hung component asked for its stacks).
 
 Every call is bounded (a supervisor in Slurm's KillWait window has seconds, not minutes) and
 returns None (or nothing found) rather than raising when Slurm does not answer: a missing answer
@@ -200,6 +201,24 @@ def cancel_steps(step_ids: list[str], timeout_s: float = 10.0) -> bool:
     return out is not None and out.returncode == 0
 
 
+def steps_named(component_ids: list[str], name: str, timeout_s: float = 3.0) -> list[str]:
+    """Step ids of the job's steps called `name` (srun --job-name: <job>-<component>); [] if unknown."""
+    if not component_ids:
+        return []
+    out = _run(["squeue", "-h", "-s", "-j", ",".join(component_ids), "-o", "%i %j"], timeout_s)
+    if out is None or out.returncode != 0:
+        return []
+    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:] == [name]]
+
+
+def signal_steps(step_ids: list[str], signal_name: str, timeout_s: float = 3.0) -> bool:
+    """`scancel --signal=<signal_name>` to each step: every process of the step gets it, on every node."""
+    if not step_ids:
+        return False
+    out = _run(["scancel", f"--signal={signal_name}", *step_ids], timeout_s)
+    return out is not None and out.returncode == 0
+
+
 class OwnJob:
     """The calls above bound to one job id: what the supervisor asks Slurm about its own job.
     Deadlines are time.monotonic() values."""
@@ -228,7 +247,13 @@ class OwnJob:
     def cancel_steps(self, step_ids: list[str]) -> bool:
         return cancel_steps(step_ids)
 
+    def signal_step(self, name: str, signal_name: str) -> list[str]:
+        """Signal this job's steps called `name`; the step ids signalled ([] when none was found)."""
+        info = self.info(2.0)
+        ids = steps_named(info.component_ids, name) if info else []
+        return ids if signal_steps(ids, signal_name) else []
+
 
 __all__ = ["FAILED_NODE", "FailedNodes", "JobInfo", "OwnJob", "cancel", "cancel_steps", "describe_nodes",
            "failed_nodes", "job_info", "node_states", "parse_job", "parse_nodes", "previous_runs", "requeue",
-           "running_steps"]
+           "running_steps", "signal_steps", "steps_named"]

@@ -6,7 +6,8 @@ in the foreground with the local backend. Timeline, in supervisor.log of the att
   (a requeued run: how the previous one ended, stale steps) -> server step and trainer step started
   together (the overlapped start: the trainer imports and loads model, data and rewards meanwhile, then
   waits in phase waiting_for_server) -> server.json published -> /health 200 -> the address handed over
-  (server_ready.json) -> watch both -> the end: result.json (a typed Result) and the last line
+  (server_ready.json) -> watch both -> (a hang: the hung component's stacks, launcher/supervisor/hangs.py)
+-> the end: result.json (a typed Result) and the last line
   `job <STATE>: <reason>`. A trainer that fails while preparing ends the job at once; the server is stopped.
 Signals only set a flag and wake the loop; the loop acts on them between looks. Any unexpected
 exception still ends the attempt: both components stopped, result.json FAILED with cause
@@ -32,12 +33,13 @@ from launcher.jobfolder.records import (Cause, Phase, Result, ServerAddress, Ser
                                        read_server, write_result, write_server_ready, write_status)
 from launcher.plan.plan import Plan
 from launcher.slurm.own_job import JobInfo, OwnJob, describe_nodes
-from launcher.supervisor import endings
+from launcher.supervisor import endings, hangs
 from launcher.supervisor.clock import Clock, RealClock
 from launcher.supervisor.monitors import (ServerHealth, ServerSeen, ServerStartup, StartupSeen, TrainerEnd, TrainerExit,
                                           TrainerWatchdog, TransientRetry)
 from launcher.supervisor.restart import cancel_stale_steps, previous_run, restart_ending
-from launcher.supervisor.steps import LocalSteps, SlurmSteps, Step, describe, srun_node_failures, srun_transient_error, stop_steps
+from launcher.supervisor.steps import (LocalSteps, SlurmSteps, Step, describe, srun_node_failures, srun_transient_error,
+                                      step_name, stop_steps)
 from launcher.supervisor.verdicts import End, Event, Healthy, NodeLost, Restart, Verdict, failed
 
 TICK_S = 0.5  # how often exits, signals and files are looked at
@@ -355,11 +357,13 @@ class Supervisor:
                       stop_why="supervisor error")
 
     def finish(self, end: End) -> Result:
-        """Stop both components, cancel a requeue that must not stand, record the Result."""
+        """Diagnose a hang, stop both components, cancel a requeue that must not stand, record the Result."""
         if end.log:
             self.log(end.log)
         if end.mark:
             self.mark(end.mark)
+        found = hangs.diagnose(end, self.dir, self.backend, getattr(self, end.diagnose or "", None), self.slurm,
+                               step_name(self.plan, end.diagnose or ""), self.clock, self.log) if self.plan else None
         try:
             trainer_rc, server_rc = self.stop_all(end.stop_why, end.stop_grace_s) if self.plan else (None, None)
             if end.cancel_requeue:
@@ -368,9 +372,11 @@ class Supervisor:
         except Exception as error:  # noqa: BLE001 - stopping failed: kill what can be killed, say why
             end = self.supervisor_error(error)
             trainer_rc, server_rc = (self._kill(self.trainer), self._kill(self.server))
+        hangs.remove_empty_stacks(self.dir)  # every process opened one; only those asked for hold anything
         reason = end.reason
         if end.tail:
             reason = reason_with_log(reason, self.dir / component_log(end.tail))  # leads with the root cause
+        reason = hangs.with_capture(reason, found)
         result = Result(end.state, reason, end.cause, trainer_rc, server_rc, self.attempt, dict(self.timings),
                         continues=end.continues)
         write_result(self.dir, result)

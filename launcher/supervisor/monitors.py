@@ -8,11 +8,14 @@ observations, so tests drive them with made-up ones.
 - ServerHealth: while training, the server step's exit, two refused /health in a row (its process is
   gone), or no 200 for longer than server.health_grace_s (hung or frozen) ends the job.
 - TrainerWatchdog: any new heartbeat is progress; none for trainer.watchdog_timeout_s ends the job,
-  naming the phase and step that stalled. A trainer waiting for the server's address (phase
+  naming the phase and step that stalled (and the reward function, when the heartbeat says one is being
+  computed); the trainer is then diagnosed (stacks, launcher/supervisor/hangs.py). A trainer waiting for the server's address (phase
   waiting_for_server, before the handover) is not hung: server.startup_timeout_s bounds that wait.
 - TrainerEnd: the trainer step's exit: COMPLETED only with exit code 0 and a heartbeat saying done
   (srun exits 0 when a node of its step fails); srun's "Node failure on X" asks Slurm what it did. A
-  trainer that fails while the server is still starting ends the job at once (it says so).
+  trainer that fails while the server is still starting ends the job at once (it says so). A trainer that
+  ended itself because a reward function ran past reward.timeout_s is a hang in that reward (its heartbeat
+  names it).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class ServerStartup:
             return Healthy(seen.url)
         if now - self.started > self.timeout_s:
             return failed(Cause.SERVER_FAILED, f"server not healthy after server.startup_timeout_s={self.timeout_s:g} s",
-                          tail="server", stop_why="server not healthy in time")
+                          tail="server", stop_why="server not healthy in time", diagnose="server")
         return None
 
 
@@ -105,7 +108,7 @@ class ServerHealth:
             return failed(Cause.HANG, f"server stopped answering /health for more than server.health_grace_s="
                                       f"{self.grace_s:g} s (hung or frozen; it still accepts connections)",
                           log=f"server /health silent for {silent:.0f} s (hung or frozen server)",
-                          stop_why="server unresponsive")
+                          stop_why="server unresponsive", diagnose="server")
         return None
 
 
@@ -130,12 +133,14 @@ class TrainerWatchdog:
         self.last_progress = now
         self.phase: Optional[str] = NO_HEARTBEAT
         self.step: Optional[int] = None
+        self.reward: Optional[str] = None  # the reward function the last heartbeat says is being computed
 
     def update(self, now: float, beat: Optional[Heartbeat]) -> Verdict:
         event = None
         if beat is not None and beat.time != self.beat_time:  # any new heartbeat is progress
             self.beat_time, self.last_progress = beat.time, now
             self.phase, self.step = beat.phase, beat.step
+            self.reward = beat.get("reward") if beat.get("stage") == "reward" else None
             if beat.phase == TrainerPhase.STEP.value and beat.step and not self.first_step_seen:
                 self.first_step_seen = True
                 event = Event("first training step done", mark="first_step")
@@ -147,10 +152,13 @@ class TrainerWatchdog:
         silent = now - self.last_progress
         if silent > self.timeout_s:
             at = f" at step {self.step}" if self.step is not None else ""
+            where = f"reward function {self.reward!r}{at} (phase {self.phase!r})" if self.reward \
+                else f"phase {self.phase!r}{at}"
             return failed(Cause.HANG, f"trainer made no progress for more than trainer.watchdog_timeout_s="
-                                      f"{self.timeout_s:g} s; stalled in phase {self.phase!r}{at}",
-                          log=f"trainer made no progress for {silent:.0f} s (phase {self.phase}, step {self.step})",
-                          stop_why="trainer hung")
+                                      f"{self.timeout_s:g} s; stalled in {where}",
+                          log=f"trainer made no progress for {silent:.0f} s (phase {self.phase}, step {self.step}"
+                              f"{', reward ' + self.reward if self.reward else ''})",
+                          stop_why="trainer hung", diagnose="trainer")
         return event
 
 
@@ -161,6 +169,18 @@ class TrainerExit:
     node_failures: tuple[str, ...] = ()  # nodes in srun's "Node failure on X" lines
     heartbeat: Optional[Heartbeat] = None  # the trainer's last
     server_starting: bool = False  # it ended before the server's address was handed over
+
+
+def stalled_reward(beat: Heartbeat) -> str:
+    """The reason of a trainer that ended itself because a reward function ran past reward.timeout_s
+    (launcher/train/scoring.py; its last heartbeat says which, where, and where its stacks are)."""
+    at = f" at step {beat.step}" if beat.step is not None else ""
+    where = f", stuck at {beat.get('stuck_at')}" if beat.get("stuck_at") else ""
+    stacks = f"; Python stacks in {beat.get('stacks')}" if beat.get("stacks") else ""
+    limit = beat.get("reward_timeout_s")
+    limit = f"{limit:g}" if isinstance(limit, (int, float)) else "?"
+    return (f"reward function {beat.get('stalled_reward')!r} stalled: no result within reward.timeout_s="
+            f"{limit} s{at}{where}{stacks}")
 
 
 class TrainerEnd:
@@ -176,6 +196,9 @@ class TrainerEnd:
         ended = dict(log=f"trainer ended first with exit code {seen.rc}", mark="trainer_ended", stop_why="trainer ended")
         if seen.node_failures:
             return NodeLost({node: ("srun: Node failure", "") for node in seen.node_failures}, seen.rc)
+        stalled = seen.heartbeat.get("stalled_reward") if seen.heartbeat is not None and seen.rc != 0 else None
+        if stalled:
+            return failed(Cause.HANG, stalled_reward(seen.heartbeat), tail="trainer", **ended)
         if seen.rc != 0:
             # failing while it prepared (imports, model, data, rewards) ends the job without waiting for the server
             during = " while the server was starting" if seen.server_starting else ""

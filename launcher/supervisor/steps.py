@@ -1,7 +1,7 @@
 """How the supervisor starts and stops a component: an srun step (Slurm) or a local process group,
 and what srun said about it (a controller it could not reach, a node that failed).
 
-Both backends give a Step with poll/terminate/kill/stop/output; the supervisor does not know which it
+Both backends give a Step with poll/terminate/kill/stop/output (and signal: the local process group); the supervisor does not know which it
 runs on, and tests hand it fake steps.
 """
 
@@ -60,6 +60,12 @@ class ProcessStep:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def signal(self, sig: int) -> None:
+        """`sig` to every process of the group (on Slurm that is srun, which forwards only some signals:
+        a step's tasks are signalled with scancel, launcher/supervisor/hangs.py)."""
+        if self.proc.poll() is None:
+            self._signal_group(sig)
 
     def terminate(self) -> None:
         """SIGTERM to the whole group (srun forwards it to the step's tasks on every node)."""
@@ -163,6 +169,11 @@ class LocalSteps:
         return ProcessStep(component.name, _wrapped(self.plan, component, step), _runtime_env(component, env), log)
 
 
+def step_name(plan: Plan, component: str) -> str:
+    """The Slurm step's name (srun --job-name), by which the supervisor finds the step to signal."""
+    return f"{plan.name}-{component}"
+
+
 class SlurmSteps:
     """Components as srun steps of the heterogeneous job (the supervisor is the batch step)."""
 
@@ -174,7 +185,7 @@ class SlurmSteps:
         if self.plan.heterogeneous:
             argv.append(f"--het-group={component.het_group}")
         argv += [f"--nodes={component.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-                 "--export=ALL", f"--job-name={self.plan.name}-{component.name}"]
+                 "--export=ALL", f"--job-name={step_name(self.plan, component.name)}"]
         # the step's one task per node gets all of the component's CPUs there (srun 22.05 does not take
         # --cpus-per-task from sbatch; a confined step would otherwise be bound to one CPU)
         cpus = component_cpus(os.environ if env is None else env,

@@ -2,6 +2,7 @@
 
 None means "nothing to do yet". An End says how the attempt ends and what the loop does on the way
 out (stop both components, cancel a requeue Slurm made, add a component's log tail to the reason);
+a component declared hung is diagnosed before it is stopped (launcher/supervisor/hangs.py);
 a Restart asks for a step to be started again; Healthy and Event are milestones worth a log line.
 """
 
@@ -25,6 +26,7 @@ class End:
     tail: Optional[str] = None  # the component whose log's last lines follow the reason
     stop_grace_s: Optional[float] = None  # None: cluster.stop_grace_s
     cancel_requeue: bool = False  # Slurm requeued the job but it must end here: scancel it
+    diagnose: Optional[str] = None  # a component declared hung: its stacks, nvidia-smi and log tails are captured first
 
     @property
     def continues(self) -> bool:

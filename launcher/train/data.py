@@ -16,8 +16,10 @@ from typing import Any, Callable, Mapping
 
 from launcher import hub_cache
 from launcher.paths import local_path, looks_local
+from launcher.jobfolder.progress import TrainerPhase
 from launcher.plan.plan import DataSpec, ModelSpec, RewardSpec
 from launcher.train.errors import JobError
+from launcher.train.scoring import guard_rewards
 
 DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
@@ -115,7 +117,9 @@ def import_object(path: str) -> Any:
     raise JobError(f"reward function {path!r}: no importable module in that path")
 
 
-def load_rewards(reward: RewardSpec) -> list[Callable]:
+def load_rewards(reward: RewardSpec, beat=None, phase: TrainerPhase = TrainerPhase.STEP) -> list[Callable]:
+    """The reward functions the plan names; with the trainer's heartbeat (`beat`), each guarded: its calls
+    announced in the heartbeat and bounded by reward.timeout_s (launcher.train.scoring.guard)."""
     funcs = []
     for path in reward.funcs:
         func = import_object(str(path))
@@ -124,7 +128,7 @@ def load_rewards(reward: RewardSpec) -> list[Callable]:
         funcs.append(func)
     if not funcs:
         raise JobError("reward.funcs is empty")
-    return funcs
+    return funcs if beat is None else guard_rewards(funcs, reward.timeout_s, beat, phase)
 
 
 def reward_name(func: Callable) -> str:

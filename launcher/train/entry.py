@@ -14,6 +14,7 @@ import argparse
 import traceback
 from typing import Optional
 
+from launcher import faulthandlers
 from launcher.jobfolder import progress
 from launcher.jobfolder.names import SERVER_READY, VERSIONS
 from launcher.jobfolder.progress import TrainerPhase
@@ -66,6 +67,7 @@ def run(job: Job, beat: HeartbeatWriter, preflight: Optional[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    faulthandlers.install("trainer")  # every rank: accelerate launch starts this entry point in each
     ns = parse_args(argv)
     try:
         where = folders()

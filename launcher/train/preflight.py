@@ -172,7 +172,7 @@ def run_preflight(job: Job, beat: HeartbeatWriter, reason: str) -> int:
     beat(TrainerPhase.PREFLIGHT, stage="data")
     settings = grpo_settings(job.grpo)
     n_gen = int(settings["num_generations"])
-    rewards = load_rewards(job.plan.reward)  # the cheapest check first
+    rewards = load_rewards(job.plan.reward, beat, TrainerPhase.PREFLIGHT)  # the cheapest check first
     dataset = load_train_dataset(job.plan.data)
     rows = dataset.select(range(min(int(job.plan.policies.preflight_prompts or 4), len(dataset))))
     if len(rows) == 0:

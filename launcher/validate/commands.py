@@ -75,6 +75,9 @@ def check_rewards(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     elif weights and funcs and all(w == 0 for w in weights):
         problems.append(Problem(("reward.weights",), "every weight is 0: every reward, so every advantage, is 0 "
                                                      "and GRPO learns nothing"))
+    if cfg.reward.timeout_s is not None and not cfg.reward.timeout_s > 0:
+        problems.append(Problem(("reward.timeout_s",), f"must be > 0 seconds, or null for no limit; got "
+                                                       f"{cfg.reward.timeout_s!r}"))
     return problems
 
 
