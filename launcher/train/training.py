@@ -110,7 +110,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     is_main = job.is_main
 
     beat(TrainerPhase.LOAD_DATA)  # the cheap checks first: a reward that does not import fails before the model loads
-    rewards = load_rewards(job.plan.reward)
+    rewards = load_rewards(job.plan.reward, beat)  # guarded: heartbeat names the reward, reward.timeout_s
     with args.main_process_first(desc="dataset loading"):
         dataset = load_train_dataset(job.plan.data)
     if is_main:
