@@ -3,10 +3,17 @@ DP x PP workers, the VLLM_CPU_OMP_THREADS_BIND text vLLM parses, and when the la
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from conftest import compose
 from launcher.components.cpus import (BIND_VAR, ServerLayout, bind_value, describe_binding, id_list, server_binding,
                                       split_cpus)
+from launcher.plan.build import build_plan
+from launcher.validate.cpu_server import check_cpu_server
+from launcher.validate.facts import parse_sinfo
+from launcher.validate.problems import Facts, InvalidConfig
 
 
 def own_cores(cpu: int) -> tuple[int, int]:
@@ -86,7 +93,47 @@ def test_the_users_binding_is_left_alone():
 
 
 def test_the_affinity_is_read_when_no_cpus_are_given():
-    import os
     env: dict[str, str] = {}
     record = server_binding(ServerLayout(2, 1), env)
     assert record["cpus"] == id_list(sorted(os.sched_getaffinity(0)))
+
+
+# before queueing: each vLLM CPU worker counts as one of the server's GPUs (the test cluster's sinfo line)
+DEBUG = Facts(partitions=parse_sinfo("debug|gpu:2|3|infinite|debug*|4|16000\n")[0], default_partition="debug")
+TP2XDP2 = ("+experiment=smoke", "cluster=slurm", "device=cpu", "server.tensor_parallel_size=2",
+           "server.data_parallel_size=2")
+
+
+def cpu_problems(*overrides: str) -> list[str]:
+    return [f"{p.severity}: {p}" for p in check_cpu_server(compose(*overrides), DEBUG)]
+
+
+def test_a_cpu_server_asking_more_than_the_node_has_is_refused_naming_the_keys():
+    problems = cpu_problems(*TP2XDP2)
+    assert problems == [
+        "error: server.tensor_parallel_size, server.data_parallel_size, server.cpus_per_gpu: TP x DP = 2 x 2 = 4 "
+        "vLLM CPU worker(s), each counted as one of the server's GPUs, ask for 8 CPUs per node (8 of 4 CPUs: 4 of "
+        "2 GPUs), but nodes of partition 'debug' have 4: set server.cpus_per_gpu=1 (CPUs per worker)",
+        "error: server.tensor_parallel_size, server.data_parallel_size, server.mem_per_gpu: TP x DP = 2 x 2 = 4 "
+        "vLLM CPU worker(s), each counted as one of the server's GPUs, ask for 32000 MB per node (32000 of 16000 "
+        "MB: 4 of 2 GPUs), but nodes of partition 'debug' have 16000 MB: set server.mem_per_gpu=4000M (memory per "
+        "worker)"]
+    with pytest.raises(InvalidConfig):
+        build_plan(compose(*TP2XDP2), DEBUG)
+    # what the message says to set is accepted, and TP=2 alone fits the default share
+    assert cpu_problems(*TP2XDP2, "server.cpus_per_gpu=1", "server.mem_per_gpu=4000M") == []
+    assert cpu_problems(*TP2XDP2[:4]) == []
+
+
+def test_fewer_cpus_than_workers_is_a_warning_not_a_refusal():
+    problems = cpu_problems(*TP2XDP2, "server.cpus_per_gpu=1", "server.mem_per_gpu=3000M",
+                            "+server.sbatch.cpus-per-task=2")
+    assert problems == [
+        "warning: server.tensor_parallel_size, server.data_parallel_size, server.cpus_per_gpu: 4 vLLM CPU workers "
+        "on 2 CPU(s) (server.sbatch.cpus-per-task=2 (passed as it is)): they will share CPUs (vLLM runs them, "
+        "slower); give the server at least one CPU per worker"]
+
+
+def test_the_rule_judges_cpu_servers_only():
+    # on GPUs (device auto/cuda) the GPU checks decide; the same layout is refused there for its GPUs instead
+    assert check_cpu_server(compose(*TP2XDP2[:2], *TP2XDP2[3:]), DEBUG) == []
