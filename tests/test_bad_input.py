@@ -156,6 +156,7 @@ CASES = [
     ("reward_not_import_path", ["reward.funcs=[accuracy_reward]"], 2, "reward.funcs"),
     ("reward_weights_mismatch", ["reward.weights=[1.0,2.0]"], 2, "reward.weights"),
     ("reward_weights_all_zero", ["reward.weights=[0.0]"], 2, "reward.weights: every weight is 0"),
+    ("reward_timeout_zero", ["reward.timeout_s=0"], 2, "reward.timeout_s: must be > 0 seconds, or null for no limit"),
     # a reward module the job's Python does not have: ModuleNotFoundError in the job, after the queue wait
     ("reward_module_missing", ["reward.funcs=[my_rewardz.score]"], 2,
      "reward.funcs: 'my_rewardz.score': no module 'my_rewardz'"),
