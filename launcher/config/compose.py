@@ -20,7 +20,12 @@ from launcher.validate.problems import InvalidConfig, Problem
 
 
 def to_launch_config(cfg: DictConfig) -> LaunchConfig:
-    """Resolved and typed; a missing or unknown key raises InvalidConfig naming it."""
+    """Resolved, typed and derived; a missing or unknown key raises InvalidConfig naming it."""
+    return derive(to_typed(cfg))
+
+
+def to_typed(cfg: DictConfig) -> LaunchConfig:
+    """Resolved and typed, before derive (a sweep copies this for its like points: launcher.sweep.typed)."""
     if OmegaConf.get_type(cfg) is not LaunchConfig:  # an untyped DictConfig: type it by the schema
         cfg = OmegaConf.merge(OmegaConf.structured(LaunchConfig), cfg)
     problems = [Problem((key,), "is required (no default); set it on the command line or in an experiment")
@@ -33,7 +38,7 @@ def to_launch_config(cfg: DictConfig) -> LaunchConfig:
     except MissingMandatoryValue as e:  # e.g. an interpolation pointing at a missing key
         raise InvalidConfig([Problem((str(e.full_key),), "is required (no default)")]) from None
     assert isinstance(config, LaunchConfig)
-    return derive(config)
+    return config
 
 
 def as_launch_config(cfg: Union[LaunchConfig, DictConfig]) -> LaunchConfig:

@@ -55,8 +55,27 @@ def _plain(value: tp.Any) -> tp.Any:
     return value
 
 
+# A block mapping's text is its entries' texts one after another, so each top-level section is dumped on
+# its own and kept: the points of a sweep differ in a section or two, and dump only those again.
+_SECTIONS: dict[tuple[str, str], str] = {}
+_MAX_SECTIONS = 512
+
+
+def _dump(plain: tp.Any) -> str:
+    return yaml.dump(plain, Dumper=_RecordDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
+
+
 def config_yaml(cfg: tp.Any) -> str:
     """The resolved config as config.yaml records it."""
     if not dataclasses.is_dataclass(cfg):
         return OmegaConf.to_yaml(cfg)
-    return yaml.dump(_plain(cfg), Dumper=_RecordDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
+    parts = []
+    for name, value in _plain(cfg).items():
+        key = (name, repr(value))  # repr tells 1, 1.0, True and '1' apart
+        text = _SECTIONS.get(key)
+        if text is None:
+            if len(_SECTIONS) >= _MAX_SECTIONS:
+                _SECTIONS.clear()
+            text = _SECTIONS[key] = _dump({name: value})
+        parts.append(text)
+    return "".join(parts) if parts else _dump({})

@@ -86,20 +86,29 @@ def component_commands(plan: Plan, job_dir: Path) -> str:
 
 
 def git_snapshot(cwd: str | os.PathLike) -> tuple[str, str]:
-    """(summary, diff) of the working tree the user launched from."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-
+    """(summary, diff) of the working tree the user launched from. Past the first call (is it a
+    repository?), git's four questions run at once."""
     try:
-        top = git("rev-parse", "--show-toplevel")
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                             timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return "not a git repository (git not available)\n", ""
     if top.returncode != 0:
         return f"not a git repository: {os.path.abspath(cwd)}\n", ""
-    commit = git("rev-parse", "HEAD").stdout.strip() or "(no commit yet)"
-    branch = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    status = git("status", "--porcelain").stdout
-    diff = git("diff", "HEAD").stdout if commit != "(no commit yet)" else ""
+    questions = [("rev-parse", "HEAD"), ("rev-parse", "--abbrev-ref", "HEAD"), ("status", "--porcelain"),
+                 ("diff", "HEAD")]
+    running = [subprocess.Popen(["git", *q], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for q in questions]
+    answers = []
+    for process in running:
+        try:
+            answers.append(process.communicate(timeout=30)[0])
+        except subprocess.TimeoutExpired:
+            process.kill()
+            answers.append(process.communicate()[0] or "")
+    commit = answers[0].strip() or "(no commit yet)"
+    branch, status = answers[1].strip(), answers[2]
+    diff = answers[3] if commit != "(no commit yet)" else ""
     summary = (f"repository: {top.stdout.strip()}\ncommit: {commit}\nbranch: {branch}\n"
                f"uncommitted changes: {'yes' if status.strip() else 'no'}\n{status}")
     return summary, diff

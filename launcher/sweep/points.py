@@ -202,6 +202,13 @@ class PointConfigs:
         """How many points Hydra composes on their own."""
         return sum(1 for a in self._assignments if a is None)
 
+    def values(self, i: int) -> Optional[list[Assignment]]:
+        """The (key, value, add) point i sets on its group's base (None: Hydra composes it on its own)."""
+        return self._assignments[i]
+
+    def group(self, i: int) -> GroupKey:
+        return self._group_of[i]
+
     def get(self, i: int) -> DictConfig:
         values = self._assignments[i]
         if values is None:

@@ -62,6 +62,7 @@ class SweepRun:
         self.errors = 0  # points whose launch raised
         self._facts: dict[str, Any] = {}
         self._git: Optional[tuple[str, str]] = None
+        self._git_thread: Any = None  # start_git_snapshot's
         self.owner = None  # the open .sweep.lock
         self.started = False  # sweep.json and multirun.yaml written (a sweeper may send several batches)
 
@@ -78,11 +79,34 @@ class SweepRun:
             self._facts[key] = gather_facts(cfg)
         return self._facts[key]
 
-    def git_snapshot(self) -> tuple[str, str]:
+    def start_git_snapshot(self) -> None:
+        """Ask git now, in a thread (its calls are mostly waiting), while the points are worked out."""
+        import threading
+
+        if self._git is not None or self._git_thread is not None:
+            return
+
+        def ask() -> None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)  # they stay the main thread's
+            try:
+                self._git = self.git_snapshot_now()
+            except Exception:  # noqa: BLE001 - asked again, in the open, by git_snapshot()
+                pass
+
+        self._git_thread = threading.Thread(target=ask, name="git-snapshot", daemon=True)
+        self._git_thread.start()
+
+    def git_snapshot_now(self) -> tuple[str, str]:
         from launcher.jobfolder.layout import git_snapshot
 
+        return git_snapshot(".")
+
+    def git_snapshot(self) -> tuple[str, str]:
+        if self._git_thread is not None:
+            self._git_thread.join()
+            self._git_thread = None
         if self._git is None:
-            self._git = git_snapshot(".")
+            self._git = self.git_snapshot_now()
         return self._git
 
     # ----------------------------------------------------------------------------- start
@@ -165,8 +189,9 @@ class SweepRun:
         if self.stop_reason is None:
             self.stop_reason, self.exit_code = reason, exit_code
 
-    def launch_point(self, index: int, overrides: list[str], cfg) -> int:
-        """Launch one point through launch(); what it did is in the manifest; its exit code."""
+    def launch_point(self, index: int, overrides: list[str], cfg, typed=None) -> int:
+        """Launch one point through launch(); what it did is in the manifest; its exit code. `typed`: the
+        point's LaunchConfig when the sweep typed it already (launcher.sweep.typed), else launch() types cfg."""
         from launcher.launch import launch
 
         events = PointEvents(self, index, overrides)
@@ -174,7 +199,7 @@ class SweepRun:
         code, error = 0, None
         with self.submission(local):
             try:
-                code = launch(cfg, events=events)
+                code = launch(typed if typed is not None else cfg, events=events)
             except KeyboardInterrupt:  # a local point stopped by Ctrl-C
                 code = 130
             except Exception as exc:  # recorded; the other points still go in
@@ -243,10 +268,14 @@ def run_sweep(hydra_context, config, job_overrides, initial_job_idx: int = 0, ru
     from hydra.core.utils import JobReturn, JobStatus
 
     from launcher.sweep.points import PointConfigs
+    from launcher.sweep.typed import TypedPoints
 
     run = run or open_sweep(config)
+    if _value(OmegaConf.select(config, "cluster.backend")) == "slurm" and not OmegaConf.select(config, "dry_run"):
+        run.start_git_snapshot()  # its submissions record it
     points = [[str(o) for o in overrides] for overrides in job_overrides]
     configs = PointConfigs(hydra_context.config_loader, config, points, first_index=initial_job_idx)
+    typing = TypedPoints()
     indexed = [(initial_job_idx + i, overrides) for i, overrides in enumerate(points)]
     run.record_start(config, indexed)
     plural = "s" if len(points) != 1 else ""
@@ -256,7 +285,8 @@ def run_sweep(hydra_context, config, job_overrides, initial_job_idx: int = 0, ru
     try:
         for i, (index, overrides) in enumerate(indexed):
             run.stop_if_asked()
-            code = run.launch_point(index, overrides, configs.get(i))
+            cfg = configs.get(i)
+            code = run.launch_point(index, overrides, cfg, typing.typed(configs.group(i), configs.values(i), cfg))
             returns.append(JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED,
                                      _return_value=code))
         run.stop_if_asked()
