@@ -103,7 +103,8 @@ try:
             if "train_runtime" in logs:
                 event("train_summary", **logs)
                 return
-            keep = {k: v for k, v in logs.items() if k in ("loss", "grad_norm", "reward", "reward_std", "learning_rate")
+            keep = {k: v for k, v in logs.items() if k in ("loss", "grad_norm", "reward", "reward_std", "learning_rate",
+                                                            "step_time")
                     or k.startswith("rewards/") or k.startswith("completions/mean_length")}
             event("step", **getattr(self, "last", {"step": state.global_step}), **keep)
 
