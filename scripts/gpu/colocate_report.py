@@ -191,6 +191,7 @@ def method_block(runs: list[dict]) -> dict:
     """Pooled steps 2.. (median, quartiles, range), per-run medians, the time outside TRL's step."""
     pooled = [t for r in runs for t in (r.get("step_s") or [])[1:] if t is not None]
     outside = [t for r in runs for t in outside_trl(r)]
+    inner = [t for r in runs for t in (r.get("trl_step_time_s") or [])[1:] if t is not None]
     return {
         "runs": [r["name"] for r in runs],
         "steps_measured": len(pooled),
@@ -198,6 +199,7 @@ def method_block(runs: list[dict]) -> dict:
         "quartiles_step_s": quartiles(pooled) if pooled else None,
         "min_max_step_s": [round(min(pooled), 4), round(max(pooled), 4)] if pooled else None,
         "run_medians_s": [r.get("median_step_s") for r in runs],
+        "median_trl_step_time_s": round(statistics.median(inner), 4) if inner else None,
         "median_outside_trl_step_s": round(statistics.median(outside), 4) if outside else None,
         "quartiles_outside_trl_step_s": quartiles(outside) if outside else None,
     }

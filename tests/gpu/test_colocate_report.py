@@ -70,6 +70,7 @@ def test_equal_steps_are_within_two_percent(tmp_path):
     assert a["launcher_share"] == pytest.approx(0.01) and a["within_2_percent"] is True
     # outside TRL's step: 0.03 s by hand, 0.028 s through the launcher (the fixtures' TRL step_time)
     assert a["by-hand"]["median_outside_trl_step_s"] == pytest.approx(0.03)
+    assert a["by-hand"]["median_trl_step_time_s"] == pytest.approx(0.97)
     assert a["outside_trl_launcher_minus_by_hand_s"] == pytest.approx(-0.002)
     # first step: start (50 s / 52 s) + the 9 s warm-up step; cold only on each method's first run
     st = s["startup"]
