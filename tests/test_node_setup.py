@@ -95,12 +95,36 @@ def test_trainer_nodes_meet_at_node_0s_address_on_the_interface(tmp_path, monkey
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.delenv("LAUNCHER_BACKEND", raising=False)
     monkeypatch.setenv("SLURM_NODEID", "0")
-    assert trainer_step.rendezvous(plan, "10.213.1.12", tmp_path) == (0, "10.213.1.12", 20077)
-    assert json.loads((tmp_path / "rendezvous.json").read_text()) == {"address": "10.213.1.12", "port": 20077}
-    monkeypatch.setenv("SLURM_NODEID", "1")  # another node: node 0's fabric address, not its name's
-    assert trainer_step.rendezvous(plan, "10.213.1.13", tmp_path) == (1, "10.213.1.12", 20077)
+    with socket.socket() as taken:  # the port the job id would have given: another job holds it
+        taken.bind(("127.0.0.1", 20077))
+        taken.listen()
+        rank, address, port = trainer_step.rendezvous(plan, "127.0.0.1", tmp_path)
+    assert (rank, address) == (0, "127.0.0.1") and port != 20077
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # node 0 chose a port free on its address
+    assert json.loads((tmp_path / "rendezvous.json").read_text()) == {"address": "127.0.0.1", "port": port}
+    monkeypatch.setenv("SLURM_NODEID", "1")  # another node: node 0's fabric address and port, not its name's
+    assert trainer_step.rendezvous(plan, "10.213.1.13", tmp_path) == (1, "127.0.0.1", port)
     argv = trainer_step.train_argv(plan, "10.213.1.13", tmp_path)  # accelerate's command on that node
-    assert argv[argv.index("--main_process_ip") + 1] == "10.213.1.12" and argv[argv.index("--machine_rank") + 1] == "1"
+    assert argv[argv.index("--main_process_ip") + 1] == "127.0.0.1" and argv[argv.index("--machine_rank") + 1] == "1"
+    assert argv[argv.index("--main_process_port") + 1] == str(port)
     (tmp_path / "rendezvous.json").unlink()
     with pytest.raises(TimeoutError, match="did not publish its address"):
         network.wait_rendezvous(tmp_path, timeout_s=0.2)
+
+
+def test_trainer_nodes_meet_through_the_record_without_an_interface(tmp_path, monkeypatch):
+    """Without cluster.network_interface node 0 still publishes: its name's address and a port of its choice
+    (trainer.main_process_port when set), which the other nodes read instead of guessing."""
+    plan = build_plan(compose("+experiment=smoke", "cluster=slurm", "trainer.nodes=2",
+                              "trainer.main_process_port=29555"), FACTS)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[2-3]")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("LAUNCHER_BACKEND", raising=False)
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    assert trainer_step.rendezvous(plan, "10.213.0.12", tmp_path) == (0, "10.213.0.12", 29555)
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    assert trainer_step.rendezvous(plan, "10.213.0.13", tmp_path) == (1, "10.213.0.12", 29555)
+    monkeypatch.setenv("SLURM_NODEID", "0")  # run by hand (no attempt folder): the port the job id gives
+    plain = build_plan(compose("+experiment=smoke", "cluster=slurm", "trainer.nodes=2"), FACTS)
+    assert trainer_step.rendezvous(plain, "10.213.0.12", None) == (0, "10.213.0.12", 20077)

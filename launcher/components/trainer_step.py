@@ -6,11 +6,13 @@ The decisions, made here and nowhere after (launcher.train reads them):
   passed on as LAUNCHER_DEVICE;
 - preflight vs training: trainer.preflight=true, or no CUDA in server mode with vLLM (weight sync to the
   server needs CUDA) -> `python -u -m launcher.train --preflight=WHY` on node 0 only, saying why;
-  no CUDA with trainer.use_vllm=false -> one plain CPU training process on node 0; colocate mode without
-  CUDA -> exit with a message; otherwise the plan's `accelerate launch ... -m launcher.train`.
+  colocate mode without CUDA -> exit with a message; otherwise training (node_run, a pure function):
+  the plan's `accelerate launch ... -m launcher.train` on every trainer node, on GPUs and on CPU alike
+  (trainer.gpus_per_node processes per node; on CPU the same torchrun agent, gloo instead of NCCL, plus
+  CPU_FLAGS), except a CPU world of one process, which runs plainly (`python -u -m launcher.train`).
 
-For that last command it fills the plan's placeholders on the node (machine rank, rank-0 address and
-port, TRL's packaged accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM
+For `accelerate launch` it fills the plan's placeholders on the node (machine rank, rank-0 address and
+a port free on node 0, published in rendezvous.json, TRL's packaged accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM
 workers dial the trainer's rank 0 for the NCCL weight-sync group), on cluster.network_interface if set
 (launcher.components.network). Before it execs, the node's hygiene runs, the local ranks share the CPUs
 the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), and the node record is written. The job folder reaches the trainer in
@@ -24,6 +26,7 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +42,10 @@ NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (
 NO_CUDA_PREFLIGHT = "no CUDA device"  # the preflight's recorded reason (preflight.json "reason")
 PLAN_PREFLIGHT = "trainer.preflight=true"
 EXIT_UNUSABLE = 2  # as launcher.train's: the job cannot run as planned
+# on CPU: no bf16 autocast (TRL's configs say bf16; GRPOConfig gets bf16=False). Not `--cpu`: it takes
+# accelerate's simple launcher, one process (or mpirun), instead of torchrun's agent that the GPUs get
+CPU_FLAGS = ("--mixed_precision", "no")
+CPU_CONFIGS = ("multi_gpu", "single_gpu")  # ddp; DeepSpeed and FSDP configs need CUDA
 STEP_STARTED = time.time()  # a rendezvous.json older than this step is an earlier start's
 
 
@@ -60,23 +67,27 @@ def node_rank() -> int:
 
 def rendezvous(plan: Plan, address: str, attempt_dir: Optional[Path] = None) -> tuple[int, str, int]:
     """(machine rank, main process address, main process port) of this node; `address` is this node's own
-    (launcher.components.network.step_address). On cluster.network_interface, node 0 publishes its address
-    for the others (rendezvous.json); without it, they resolve node 0's name."""
+    (launcher.components.network.step_address). Over several nodes, node 0 takes trainer.main_process_port
+    or a port free on its address now, and publishes both in rendezvous.json for the other nodes (its
+    address on cluster.network_interface, else its name's cluster address): no node guesses a port another
+    job may hold. Without an attempt folder (run by hand) the port derives from the job id and the others
+    resolve node 0's name."""
     if on_one_machine():
         return 0, "127.0.0.1", plan.policies.main_process_port or free_port("127.0.0.1")
     rank = node_rank()
-    port = plan.policies.main_process_port
-    if port is None:
-        # every node must agree without talking: derive it from the job id
-        port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
+    fixed = plan.policies.main_process_port
     several = plan.component("trainer").nodes > 1
-    if rank == 0:
-        if several and plan.policies.network_interface and attempt_dir is not None:
+    if attempt_dir is not None and several:
+        if rank == 0:
+            port = fixed or free_port(address)
             publish_rendezvous(attempt_dir, address, port)
-        return 0, address, port
-    if plan.policies.network_interface and attempt_dir is not None:
-        main_ip, _ = wait_rendezvous(attempt_dir, since=STEP_STARTED - 1)
+            return 0, address, port
+        main_ip, port = wait_rendezvous(attempt_dir, since=STEP_STARTED - 1)
         return rank, main_ip, port
+    # every node must agree without talking: derive it from the job id
+    port = fixed or 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
+    if rank == 0:
+        return 0, address, port
     hosts = slurm_hostnames(os.environ["SLURM_JOB_NODELIST"])  # this component's nodes in this step
     return rank, socket.gethostbyname(hosts[0]), port
 
@@ -92,17 +103,52 @@ def preflight_reason(plan: Plan, device: str) -> Optional[str]:
     return NO_CUDA_PREFLIGHT
 
 
-def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None) -> list[str]:
-    """The plan's `accelerate launch ... -m launcher.train` with this node's rendezvous filled in."""
+def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None, device: str = "cuda") -> list[str]:
+    """The plan's `accelerate launch ... -m launcher.train` with this node's rendezvous filled in; on CPU
+    with the CPU flags before the script (CPU_FLAGS)."""
     rank, main_ip, main_port = rendezvous(plan, address, attempt_dir)
-    return placeholders.fill(list(plan.component("trainer").execs), {
+    argv = placeholders.fill(list(plan.component("trainer").execs), {
         placeholders.MACHINE_RANK: rank, placeholders.MAIN_PROCESS_IP: main_ip,
         placeholders.MAIN_PROCESS_PORT: main_port, placeholders.TRL_ACCELERATE_CONFIGS: trl_accelerate_configs()})
+    if device == "cpu":
+        script = len(argv) - 2  # the plan's command ends with `-m launcher.train`
+        argv[script:script] = list(CPU_FLAGS)
+    return argv
 
 
-def local_ranks(plan: Plan, argv: list[str]) -> int:
-    """Processes this node runs: one per GPU under accelerate, else one."""
-    return plan.component("trainer").gpus_per_node if "accelerate.commands.launch" in argv else 1
+@dataclass(frozen=True)
+class NodeRun:
+    """What this trainer node runs: PREFLIGHT, PLAIN (one CPU process), ACCELERATE (the plan's command) or
+    IDLE, and the line it says first (None: nothing)."""
+    what: str
+    message: Optional[str] = None
+
+
+PREFLIGHT, PLAIN, ACCELERATE, IDLE = "preflight", "plain", "accelerate", "idle"
+
+
+def node_run(plan: Plan, device: str, rank: int, reason: Optional[str]) -> NodeRun:
+    """The per-node decision, pure: a preflight on node 0 only; on CPU one plain process when the world is
+    one process, else the same `accelerate launch` as on GPUs (gloo instead of NCCL) on every node."""
+    if reason:
+        return NodeRun(PREFLIGHT) if rank == 0 else NodeRun(IDLE, f"trainer node {rank}: preflight runs on node 0 only")
+    if device != "cpu":
+        return NodeRun(ACCELERATE)
+    trainer = plan.component("trainer")
+    where = "no CUDA device here" if plan.device == "auto" else "device=cpu"
+    processes = trainer.nodes * trainer.gpus_per_node
+    if processes == 1:
+        return NodeRun(PLAIN, f"trainer: {where}, training on CPU with generation inside the trainer")
+    config = next((Path(a).stem for a in trainer.execs if str(a).endswith(".yaml")), "")
+    if config not in CPU_CONFIGS:
+        sys.exit(f"trainer: {where}, and trainer.strategy ({config}) needs CUDA; on CPU use trainer.strategy=ddp")
+    return NodeRun(ACCELERATE, f"trainer: {where}, training on CPU: {processes} processes "
+                               f"({trainer.gpus_per_node} per node on {trainer.nodes} node(s)), gloo")
+
+
+def local_ranks(plan: Plan, run: NodeRun) -> int:
+    """Processes this node runs: trainer.gpus_per_node under accelerate (GPUs, or CPU processes), else one."""
+    return plan.component("trainer").gpus_per_node if run.what == ACCELERATE else 1
 
 
 def main() -> None:
@@ -125,28 +171,21 @@ def main() -> None:
     reason = preflight_reason(plan, device)
     if reason == NO_CUDA_PREFLIGHT:
         print(NO_CUDA, flush=True)
+    run = node_run(plan, device, rank, reason)
+    if run.message:
+        print(run.message, flush=True)
     argv: Optional[list[str]] = None
-    if reason:
-        if rank > 0:
-            print(f"trainer node {rank}: preflight runs on node 0 only", flush=True)
-        else:
-            argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
-    elif device == "cpu":
-        # trainer.use_vllm=false on CPU (tests, debugging): one plain process, no accelerate
-        if rank > 0:
-            print(f"trainer node {rank}: CPU training runs on node 0 only", flush=True)
-        else:
-            print("trainer: no CUDA device here, training on CPU with generation inside the trainer"
-                  if plan.device == "auto" else "trainer: device=cpu, training on CPU with generation inside the "
-                  "trainer", flush=True)
-            argv = [plan.python, "-u", "-m", "launcher.train"]
-    else:
-        if plan.device == "cuda" and gpu_count() == 0:
+    if run.what == PREFLIGHT:
+        argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
+    elif run.what == PLAIN:
+        argv = [plan.python, "-u", "-m", "launcher.train"]
+    elif run.what == ACCELERATE:
+        if device == "cuda" and plan.device == "cuda" and gpu_count() == 0:
             print("trainer: device=cuda but this node shows no NVIDIA GPU (CUDA_VISIBLE_DEVICES="
                   f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})", file=sys.stderr, flush=True)
             sys.exit(EXIT_UNUSABLE)
-        argv = train_argv(plan, address, attempt_dir)
-    ranks = local_ranks(plan, argv or [])
+        argv = train_argv(plan, address, attempt_dir, device)
+    ranks = local_ranks(plan, run)
     record.update(local_ranks=ranks if argv else 0, threads=thread_env(record["cpus_seen"], ranks, env))
     print(f"trainer: {describe_node(record)}, {ranks} local rank(s) x OMP_NUM_THREADS={env['OMP_NUM_THREADS']}",
           file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 """The launcher's TrainerCallback: heartbeats at step begin/end, weight syncs and saves, a metrics row per
-trainer log, and the checkpoint handshake.
+trainer log, the checkpoint handshake, and every rank's own record at the end (launcher.train.rank_record).
 
 Checkpoint on request: when `<attempt_dir>/checkpoint.request` exists at a step end (rank 0 looks, the
 decision is broadcast to all ranks), the trainer saves `checkpoint-<step>`, writes `checkpoint.done`
@@ -19,7 +19,10 @@ from transformers import TrainerCallback
 from launcher.jobfolder import progress
 from launcher.jobfolder.names import CHECKPOINT_DONE, CHECKPOINT_REQUEST
 from launcher.jobfolder.progress import TrainerPhase
+from launcher.train.cpu_resume import accept_indexed_cpu_locations, needed
 from launcher.train.metrics import completions_per_step, metrics_row
+from launcher.train.rank_record import write_record
+from launcher.train.ranks import global_rank, world_size
 from launcher.train.report import HeartbeatWriter, say
 
 
@@ -63,6 +66,8 @@ class LauncherCallback(TrainerCallback):
         self.sync_times: list[float] = []
         self.checkpoint_step: Optional[int] = None  # the step saved for a checkpoint request
         self.checkpoint_path: Optional[str] = None
+        self.steps_taken: list[int] = []  # this rank's optimizer steps in this attempt (its rank record)
+        self.started_at: Optional[int] = None  # the global step training (re)started from
 
     # ---------------------------------------------------------------- wiring
     def attach(self, trainer: Any) -> None:
@@ -103,8 +108,15 @@ class LauncherCallback(TrainerCallback):
             accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- callbacks
+    def on_init_end(self, args, state, control, **kwargs):
+        # before train() loads a checkpoint: several CPU processes resume with map_location cpu:0
+        if needed(args.device, args.world_size) and accept_indexed_cpu_locations() and self.is_main:
+            say(f"CPU world of {args.world_size} processes on {args.device}: torch.load accepts cpu:<n> "
+                "(launcher.train.cpu_resume)")
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_step_end = time.time()
+        self.started_at = state.global_step
         self.beat(TrainerPhase.TRAIN, state.global_step, max_steps=state.max_steps)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -115,6 +127,7 @@ class LauncherCallback(TrainerCallback):
         if self.last_step_end is not None:
             self.step_times.append(now - self.last_step_end)
         self.last_step_end = now
+        self.steps_taken.append(state.global_step)
         # the request is looked for before the beat: the beat wakes the heartbeat's writer thread, which
         # would otherwise take the interpreter while this thread waits on the file system
         requested = self.checkpoint_step is None and self._checkpoint_requested()
@@ -130,6 +143,15 @@ class LauncherCallback(TrainerCallback):
         if control.should_save:
             self.beat(TrainerPhase.SAVE, state.global_step, stage="begin")
         return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model = model if model is not None else getattr(self.trainer, "model", None)
+        if model is None:
+            return
+        try:
+            write_record(self.attempt_dir, global_rank(), world_size(), self.steps_taken, model, self.started_at)
+        except OSError as e:  # a record is evidence, never a reason to fail the training that ended
+            say(f"rank {global_rank()}: could not write its rank record: {e}")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not self.is_main:

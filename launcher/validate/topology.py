@@ -11,7 +11,7 @@ from typing import Optional
 
 from launcher import hub_cache
 from launcher.config.derive import local_gpu_sets
-from launcher.config.schema import Backend, LaunchConfig, Mode
+from launcher.config.schema import Backend, Device, LaunchConfig, Mode, Strategy
 from launcher.paths import looks_local
 from launcher.validate.problems import Facts, Problem
 
@@ -178,3 +178,16 @@ def check_server_settings(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     if not 0 < util <= 1:
         problems.append(Problem(("server.gpu_memory_utilization",), f"must be in (0, 1], got {util}"))
     return problems
+
+
+def check_cpu_trainer(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
+    """device=cpu: several trainer processes train under accelerate's torchrun agent with gloo (DDP only;
+    trainer.gpus_per_node is the processes per node there); DeepSpeed and FSDP need CUDA."""
+    t = cfg.trainer
+    if cfg.device != Device.cpu or t.strategy == Strategy.ddp:
+        return []
+    if isinstance(t.nodes, int) and isinstance(t.gpus_per_node, int) and t.nodes * t.gpus_per_node == 1:
+        return []  # one plain process: the strategy plays no part
+    return [Problem(("trainer.strategy", "device"),
+                    f"trainer.strategy={Strategy(t.strategy).value} needs CUDA; with device=cpu the trainer's "
+                    f"{t.nodes} x {t.gpus_per_node} processes train with trainer.strategy=ddp (gloo)")]
