@@ -101,7 +101,7 @@ class TrainerConfig:
     """Component 1: the GRPO trainer under `accelerate launch`."""
 
     nodes: int = 1  # nodes of the trainer component
-    gpus_per_node: int = 1  # GPUs (= processes) per trainer node
+    gpus_per_node: int = 1  # GPUs (= processes) per trainer node; on CPU, the processes per node
     strategy: Strategy = Strategy.ddp  # TRL's packaged accelerate config
     preflight: bool = False  # check server, generate + score a few prompts, exit (no training)
     preflight_prompts: int = 4  # prompts generated in preflight mode
