@@ -24,6 +24,10 @@ TOPOLOGIES = {
                           "cluster.partition=gpu", "cluster.account=rl-team", "cluster.qos=high",
                           "cluster.time=2-00:00:00", "+server.sbatch.exclusive=true", "trainer.cpus_per_gpu=12",
                           "trainer.mem_per_gpu=100G", "cluster.setup=['module load cuda/12.4','source ~/venv/bin/activate']"),
+    # the same trainer topology on CPU nodes: 2 nodes x 2 processes, no GPU flags (docs/cpu.md)
+    "multinode_trainer_cpu": ("device=cpu", "trainer.nodes=2", "trainer.gpus_per_node=2", "trainer.strategy=ddp",
+                              "cluster.partition=gpu",
+                              "cluster.time=01:00:00", "trainer.cpus_per_gpu=8", "trainer.mem_per_gpu=16G"),
     # a TP=2 x DP=2 server on one 4-GPU node
     "tp2_dp2": ("server.tensor_parallel_size=2", "server.data_parallel_size=2", "server.gpus_per_node=4",
                 "server.extra_args=[--enable-prefix-caching]", "cluster.constraint=h100"),
