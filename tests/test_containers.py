@@ -221,6 +221,23 @@ def test_a_charliecloud_directory_image_needs_folders_at_its_bind_targets(tmp_pa
     assert not [p for p in _problems(*args[:3], "cluster.container.flags=[-w]") if p[2] == "error"]
 
 
+def test_a_read_only_charliecloud_image_without_a_writable_hf_cache_is_warned_about(tmp_path):
+    image = tmp_path / "img"
+    (image / "jobs").mkdir(parents=True)
+    cfg = ("cluster.container.runtime=charliecloud", f"cluster.container.image={image}", f"cluster.job_root={tmp_path}")
+
+    def warned(*more):
+        found = compose("+experiment=deepmath", "cluster=slurm", "trainer.gpus_per_node=2", *cfg, *more)
+        return [p.message for p in validate(found, FACTS) if p.keys == ("cluster.hf_home",)]
+
+    (message,) = warned()
+    assert "read-only in a charliecloud image: set cluster.hf_home" in message
+    assert warned(f"cluster.hf_home={tmp_path / 'hf'}") == []  # bound at its own path: writable
+    assert warned("cluster.container.flags=[-w]") == []
+    home = os.path.expanduser("~/.cache")
+    assert warned(f"cluster.container.mounts=[{home}:{home}]") == []
+
+
 def _tiny_image(root: Path, *folders: str) -> Path:
     """A directory image of bash and the libraries it links (a few MB, made in milliseconds)."""
     image = root / "image"

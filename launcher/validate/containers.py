@@ -10,7 +10,8 @@ naming the key the value came from (the component's own, else the cluster's):
   --unset-env): the launcher's variables and the node's address must reach the process inside;
 - a read-only charliecloud directory image without a folder at a bind target (a mount's, the job root's,
   the Hugging Face cache's): ch-run 0.31 makes them only in a writable image (-w); a target under /tmp is
-  the node's own /tmp, which ch-run binds over the image's (unless -t/--private-tmp);
+  the node's own /tmp, which ch-run binds over the image's (unless -t/--private-tmp); and a warning when no
+  cluster.hf_home (nor a bind or variable) gives the job a writable Hugging Face cache in such an image;
 - the runtime's executable: on the local backend it must be on PATH here (error), and pyxis needs srun (error);
   on Slurm apptainer/singularity/ch-run run on the compute nodes, so one missing here is a warning; pyxis is
   an srun plugin of the nodes and is not checked on the login node.
@@ -107,6 +108,7 @@ def _component(cfg: LaunchConfig, component: str, own: ContainerConfig) -> list[
     if runtime is ContainerRuntime.charliecloud and image and os.path.isdir(os.path.expanduser(str(image))):
         problems += _charliecloud_targets(cfg, str(image), key, _value(cluster, own, "mounts") or [],
                                           _value(cluster, own, "flags") or [])
+        problems += _charliecloud_hf_cache(cfg, _value(cluster, own, "mounts") or [], _value(cluster, own, "flags") or [])
     problems += _executable(cfg, runtime, key["runtime"])
     return problems
 
@@ -127,6 +129,23 @@ def _charliecloud_targets(cfg: LaunchConfig, image: str, key: dict[str, str], mo
                           f"read-only image (mkdir -p {root.rstrip('/')}{target}, or add -w to the flags)")
             for k, target in targets if target and not os.path.isdir(root.rstrip("/") + target)
             and not (shared_tmp and (target + "/").startswith("/tmp/"))]
+
+
+def _charliecloud_hf_cache(cfg: LaunchConfig, mounts: list, flags: list) -> list[Problem]:
+    """The trainer's datasets cache (and transformers') is written under HF_HOME; without cluster.hf_home that
+    is $HOME/.cache/huggingface inside a read-only image (ch-run binds no $HOME): the job fails at load_dataset
+    with 'Read-only file system'. A warning: a variable set elsewhere or a bind found here may cover it."""
+    if cfg.cluster.hf_home or any(str(f) in ("-w", "--write", "--home") for f in flags):
+        return []
+    if any(name in (cfg.cluster.env or {}) for name in ("HF_HOME", "HF_DATASETS_CACHE")):
+        return []
+    default = os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    targets = [str(m).split(":")[1].rstrip("/") for m in mounts if len(str(m).split(":")) >= 2]
+    if any(default == t or default.startswith(t + "/") for t in targets if t):
+        return []
+    return [Problem(("cluster.hf_home",), f"the job writes the Hugging Face cache (the datasets cache) under "
+                                          f"{default}, read-only in a charliecloud image: set cluster.hf_home to a "
+                                          "folder the nodes share (bound at its own path)", severity="warning")]
 
 
 def _executable(cfg: LaunchConfig, runtime: ContainerRuntime, key: str) -> list[Problem]:
