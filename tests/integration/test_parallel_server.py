@@ -8,6 +8,11 @@ TP x DP workers, the job COMPLETES, the binding is in the server's node record, 
 job is left. Server start times are printed (`MEASURED layout ...`, run with -s). A counter-test
 starts TP=2 with vLLM's own binding (`auto`, set through server.env) and shows the job fail, so the
 binding is what makes the layouts start.
+
+Then a few GRPO steps through each layout with the weights synced at every step (launcher.sync's gloo
+engine, worker rank dp_index x TP x PP + tp_rank + 1 in the trainer's group): every step syncs and TRL's
+sampling_logp_difference stays small; the counter-test runs TP 2 x DP 2 with the sync switched off and
+sees it grow past the same bound.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import subprocess
 
 import pytest
 
+from launcher.jobfolder.progress import read_metrics
 from launcher.jobfolder.records import State, read_result
 
 from .conftest import launch, wait_state
@@ -74,4 +80,59 @@ def test_tp2_with_vllms_own_binding_fails(cluster_env, smoke_assets, tmp_path, n
     assert wait_state(job.job_id, 600) == "FAILED"
     assert server_record(job)["cpu_binding"]["set_by"] == "environment"
     assert "Not enough allowed NUMA nodes" in (job.attempt / "server.log").read_text()
+    assert no_job_processes(job, 60) == []
+
+
+SKIP_SYNC = "LAUNCHER_DEBUG_SKIP_WEIGHT_SYNC"  # launcher.sync's debug switch: the trainer sends no weights
+LOGP_BOUND = 0.05  # TRL's sampling_logp_difference/max: synced 0.005-0.007, not synced above this by step 2
+
+
+def train_through(cluster_env, tmp_path, name, tp, dp, steps, *overrides, env=None):
+    job = launch(dict(cluster_env, **(env or {})), tmp_path, f"name={name}", *ON_CPU[:1], *ON_CPU[2:], f"grpo.max_steps={steps}",
+                 "grpo.save_steps=1000", f"server.tensor_parallel_size={tp}", f"server.data_parallel_size={dp}",
+                 *overrides)
+    state = wait_state(job.job_id, 900)
+    assert state == "COMPLETED", (state, read_result(job.attempt), job.supervisor_log())
+    train = [r for r in read_metrics(job.attempt) if r.get("kind") == "train"]
+    assert [r["step"] for r in train] == list(range(1, steps + 1))
+    return job, train
+
+
+def logp_differences(train: list[dict], which: str = "max") -> list[float]:
+    return [r["trl"][f"sampling/sampling_logp_difference/{which}"] for r in train]
+
+
+@pytest.mark.parametrize("tp,dp", [(2, 1), (1, 2), (2, 2)], ids=["tp2", "dp2", "tp2xdp2"])
+def test_training_syncs_weights_to_every_worker(cluster_env, smoke_assets, tmp_path, name, tp, dp):
+    """A few GRPO steps through a TP x DP server on CPU, weights synced at every step (launcher.sync).
+
+    The trainer's gloo group has TP x DP + 1 members (GET /get_world_size + 1) and forms only when every
+    worker of every engine has joined it (/init_weight_transfer_engine reaches each through vLLM's
+    collective RPC); each /update_weights returns once every worker has received the step's buckets. So
+    steps that each report a sync, in a job that COMPLETED, mean every worker got every update; and the
+    server's generations follow the trainer (TRL's sampling_logp_difference stays small)."""
+    steps = 4
+    job, train = train_through(cluster_env, tmp_path, name, tp, dp, steps)
+    trainer_log = (job.attempt / "trainer.log").read_text()
+    assert "weight sync to the server over gloo" in trainer_log and "training finished" in trainer_log
+    assert all((r.get("weight_sync_s") or 0) > 0 for r in train), [r.get("weight_sync_s") for r in train]
+    differences = logp_differences(train)
+    assert max(differences) < LOGP_BOUND, differences  # every engine's generations follow the trainer
+    assert server_record(job)["cpu_binding"]["workers"] == tp * dp
+    syncs = ", ".join(f"{r['weight_sync_s']:.2f}" for r in train)
+    healthy = read_result(job.attempt).timings["server_healthy"]
+    print(f"\nMEASURED training TP {tp} x DP {dp}: {steps} steps, weight sync {syncs} s, logp difference max "
+          f"{', '.join(f'{d:.3f}' for d in differences)}; server healthy {healthy:.1f} s", flush=True)
+    assert no_job_processes(job, 60) == []
+
+
+def test_without_sync_the_servers_generations_drift(cluster_env, smoke_assets, tmp_path, name):
+    """The counter-test: the same TP 2 x DP 2 run with the trainer sending no weights; the server keeps its
+    first weights and TRL's logp difference passes the bound the synced run stays under."""
+    # through the submitting environment (validation keeps LAUNCHER_* out of trainer.env)
+    job, train = train_through(cluster_env, tmp_path, name, 2, 2, 4, env={SKIP_SYNC: "1"})
+    differences = logp_differences(train)
+    print(f"\nMEASURED training TP 2 x DP 2 without sync: logp difference max "
+          f"{', '.join(f'{d:.3f}' for d in differences)}", flush=True)
+    assert differences[0] < LOGP_BOUND < max(differences[1:]), differences
     assert no_job_processes(job, 60) == []
