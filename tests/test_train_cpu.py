@@ -162,7 +162,7 @@ def test_the_job_comes_from_the_environment(tmp_path, smoke_assets_local):
 def test_the_trainer_step_decides_device_and_preflight_once(monkeypatch, smoke_assets_local):
     import launcher.node
     from launcher.components.common import decide_device
-    from launcher.components.trainer_step import NO_CUDA_PREFLIGHT, PLAN_PREFLIGHT, preflight_reason
+    from launcher.components.trainer_step import PLAIN, PLAN_PREFLIGHT, NodeRun, node_run, preflight_reason
 
     server_plan, cpu_training = smoke_plan(), smoke_plan(*CPU_TRAINING)
     for gpus, device in ((0, "cpu"), (2, "cuda")):
@@ -170,7 +170,10 @@ def test_the_trainer_step_decides_device_and_preflight_once(monkeypatch, smoke_a
         env: dict[str, str] = {}
         assert decide_device(server_plan, env) == device and env == {"LAUNCHER_DEVICE": device}
     assert decide_device(smoke_plan("device=cpu"), {}) == "cpu"  # no probe: the plan says cpu
-    assert preflight_reason(server_plan, "cpu") == NO_CUDA_PREFLIGHT  # weight sync needs CUDA
+    assert preflight_reason(server_plan, "cpu") is None  # trains: the weights reach the server over gloo
+    assert node_run(server_plan, "cpu", 0, None) == NodeRun(PLAIN, "trainer: no CUDA device here, training on CPU, "
+                                                     "generating through the server, weights synced to it over "
+                                                     "gloo (launcher.sync)")
     assert preflight_reason(server_plan, "cuda") is None
     assert preflight_reason(cpu_training, "cpu") is None  # GRPO on CPU, generation inside the trainer
     assert preflight_reason(smoke_plan("trainer.preflight=true"), "cuda") == PLAN_PREFLIGHT
@@ -193,9 +196,6 @@ def test_unusable_jobs_exit_2(tmp_path, smoke_assets_local):
     assert proc.returncode == 2 and "LAUNCHER_JOB_DIR is not set" in proc.stderr, explain(proc)
     proc, _ = run_train(tmp_path, "attempt-1", str(tmp_path))  # the job folder never comes as an argument
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr, explain(proc)
-    write_job(tmp_path)  # server mode: on CPU only the preflight can run (the trainer step passes --preflight)
-    proc, _ = run_train(tmp_path, "attempt-1", LAUNCHER_SERVER_URL="http://127.0.0.1:1")
-    assert proc.returncode == 2 and "weight sync to the vLLM server needs CUDA" in proc.stderr, explain(proc)
 
 
 # ----------------------------------------------------------------------------- the real TRL on CPU
@@ -267,19 +267,17 @@ def test_checkpoint_request_then_resume(tmp_path, smoke_assets_local):
 
 
 def test_preflight_on_cpu_fails_cleanly_without_a_server(tmp_path, smoke_assets_local):
-    """Server mode on a node without CUDA: the step decides the preflight (said once) and passes it on; with
-    nothing listening at the server URL the preflight fails with exit 3 after vllm_server_timeout."""
+    """trainer.preflight=true on a node without CUDA: the step passes it on; with nothing listening at the
+    server URL the preflight fails with exit 3 after vllm_server_timeout."""
     need_training_stack()
     job = tmp_path / "job"
-    write_job(job, "+grpo.vllm_server_timeout=2")
+    write_job(job, "+grpo.vllm_server_timeout=2", "trainer.preflight=true")
     url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
     proc, attempt = run_trainer_step(job, "attempt-1", LAUNCHER_SERVER_URL=url)
     assert proc.returncode == 3, explain(proc)
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("trainer: no CUDA device here, running preflight")
-    assert proc.stdout.count("no CUDA device here") == 1
-    assert lines[1].endswith("-m launcher.train --preflight=no CUDA device")
-    assert lines[2].startswith(f"[launcher.train] job smoke: PREFLIGHT (no CUDA device) | server {url}")
+    assert lines[0].endswith("-m launcher.train --preflight=trainer.preflight=true"), proc.stdout
+    assert lines[1].startswith(f"[launcher.train] job smoke: PREFLIGHT (trainer.preflight=true) | server {url}")
     assert f"preflight failed: the vLLM server at {url} is not healthy after 2 s" in proc.stderr
     beat = progress.read_heartbeat(attempt)
     assert beat.phase == "failed" and beat.get("exit_code") == 3
@@ -315,7 +313,7 @@ def test_the_preflight_prepares_then_waits_for_the_handover(tmp_path, smoke_asse
     waiting_for_server until server_ready.json names the server; the trainer then uses that address."""
     need_training_stack()
     job = tmp_path / "job"
-    write_job(job, "+grpo.vllm_server_timeout=2")
+    write_job(job, "+grpo.vllm_server_timeout=2", "trainer.preflight=true")
     attempt = job / "attempt-1"
     proc = subprocess.Popen([PYTHON, "-u", "-m", "launcher.components.trainer_step"], cwd=REPO, text=True,
                             env=job_env(job, attempt), stdout=subprocess.PIPE, stderr=subprocess.PIPE)

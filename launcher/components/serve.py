@@ -8,7 +8,9 @@ server.json (launcher.jobfolder.records.ServerAddress) in the attempt folder for
 trainer, then execs `trl vllm-serve` (the process becomes the server, so signals reach vLLM directly).
 The server's processes use all of its step's CPUs (vLLM sizes its own threads; on CPU with more than one
 worker, TP x DP x PP, the wrapper binds them to the step's CPUs: launcher.components.cpus). On CPU (plan.device "cpu", or "auto" on a node without GPUs) it sets
-VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them. The compile caches
+VLLM_TARGET_DEVICE=cpu and a 1 GiB KV cache unless the environment already sets them, and appends
+`--weight-transfer-config {"backend": "launcher_gloo"}` (the last occurrence wins over TRL's NCCL one): the
+trainer's weights arrive over gloo (launcher.sync). The compile caches
 (VLLM_CACHE_ROOT, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR) go to the shared cache_dir, keyed by model,
 versions and TP/DP (launcher.components.caches).
 """
@@ -29,6 +31,7 @@ from launcher.jobfolder.layout import load_plan
 from launcher.jobfolder.records import ServerAddress, write_server
 from launcher.node import NoSuchInterface, free_port, program
 from launcher.plan import placeholders
+from launcher.sync import SERVER_ARGS
 
 EXIT_UNUSABLE = 2  # the job cannot run as planned (as the trainer step's)
 
@@ -73,6 +76,8 @@ def main() -> None:
     print(f"server: {describe_node(record)}", file=sys.stderr, flush=True)
     write_node_record(attempt_dir, record)
     argv = server_argv(component.execs, address, port, plan.python)
+    if device == "cpu":
+        argv += SERVER_ARGS  # the CPU weight-transfer engine (launcher.sync); TRL's own NCCL flag comes first
     write_server(attempt_dir, ServerAddress(
         host=socket.gethostname(), address=address, port=port, pid=os.getpid(),
         started_at=dt.datetime.now().isoformat(timespec="seconds")))

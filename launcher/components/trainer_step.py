@@ -4,10 +4,10 @@ fill in the rendezvous, exec the trainer.
 The decisions, made here and nowhere after (launcher.train reads them):
 - the device: plan.device, "auto" -> cuda when this node has GPUs (launcher.node.gpu_count), else cpu;
   passed on as LAUNCHER_DEVICE;
-- preflight vs training: trainer.preflight=true, or no CUDA in server mode with vLLM (weight sync to the
-  server needs CUDA) -> `python -u -m launcher.train --preflight=WHY` on node 0 only, saying why;
-  colocate mode without CUDA -> exit with a message; otherwise training (node_run, a pure function):
-  the plan's `accelerate launch ... -m launcher.train` on every trainer node, on GPUs and on CPU alike
+- preflight vs training: trainer.preflight=true -> `python -u -m launcher.train --preflight=WHY` on node 0
+  only; colocate mode without CUDA -> exit with a message; otherwise training (node_run, a pure function),
+  in server mode on CPU too (rank 0 syncs the weights to the server over gloo, launcher.sync, where GPUs
+  use NCCL): the plan's `accelerate launch ... -m launcher.train` on every trainer node, on GPUs and on CPU alike
   (trainer.gpus_per_node processes per node; on CPU the same torchrun agent, gloo instead of NCCL, plus
   CPU_FLAGS), except a CPU world of one process, which runs plainly (`python -u -m launcher.train`).
 
@@ -38,9 +38,9 @@ from launcher.node import NoSuchInterface, free_port, gpu_count, slurm_hostnames
 from launcher.plan import placeholders
 from launcher.plan.plan import Plan
 
-NO_CUDA = "trainer: no CUDA device here, running preflight instead of training (weight sync needs CUDA)"
-NO_CUDA_PREFLIGHT = "no CUDA device"  # the preflight's recorded reason (preflight.json "reason")
 PLAN_PREFLIGHT = "trainer.preflight=true"
+CPU_SERVER = ", generating through the server, weights synced to it over gloo (launcher.sync)"
+CPU_INSIDE = " with generation inside the trainer"  # trainer.use_vllm=false
 EXIT_UNUSABLE = 2  # as launcher.train's: the job cannot run as planned
 # on CPU: no bf16 autocast (TRL's configs say bf16; GRPOConfig gets bf16=False). Not `--cpu`: it takes
 # accelerate's simple launcher, one process (or mpirun), instead of torchrun's agent that the GPUs get
@@ -96,11 +96,9 @@ def preflight_reason(plan: Plan, device: str) -> Optional[str]:
     """Why this trainer runs the preflight instead of training; None: it trains. Exits for colocate on CPU."""
     if plan.preflight:
         return PLAN_PREFLIGHT
-    if device == "cuda" or not plan.grpo.get("use_vllm", True):
-        return None  # CUDA, or CPU training with generation inside the trainer
-    if plan.mode != "server":
+    if device == "cpu" and plan.grpo.get("use_vllm", True) and plan.mode != "server":
         sys.exit("trainer: colocate mode needs a CUDA device (vLLM runs inside the trainer)")
-    return NO_CUDA_PREFLIGHT
+    return None  # CUDA; CPU in server mode (weights synced over gloo); CPU generating inside the trainer
 
 
 def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None, device: str = "cuda") -> list[str]:
@@ -138,7 +136,8 @@ def node_run(plan: Plan, device: str, rank: int, reason: Optional[str]) -> NodeR
     where = "no CUDA device here" if plan.device == "auto" else "device=cpu"
     processes = trainer.nodes * trainer.gpus_per_node
     if processes == 1:
-        return NodeRun(PLAIN, f"trainer: {where}, training on CPU with generation inside the trainer")
+        generation = CPU_SERVER if plan.grpo.get("use_vllm", True) else CPU_INSIDE
+        return NodeRun(PLAIN, f"trainer: {where}, training on CPU{generation}")
     config = next((Path(a).stem for a in trainer.execs if str(a).endswith(".yaml")), "")
     if config not in CPU_CONFIGS:
         sys.exit(f"trainer: {where}, and trainer.strategy ({config}) needs CUDA; on CPU use trainer.strategy=ddp")
@@ -169,8 +168,6 @@ def main() -> None:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
     device = decide_device(plan, env)
     reason = preflight_reason(plan, device)
-    if reason == NO_CUDA_PREFLIGHT:
-        print(NO_CUDA, flush=True)
     run = node_run(plan, device, rank, reason)
     if run.message:
         print(run.message, flush=True)

@@ -22,4 +22,4 @@ BACKEND = "launcher_gloo"  # the weight_transfer_config backend name, registered
 SERVER_ARGS = ("--weight-transfer-config", json.dumps({"backend": BACKEND}))
 # test/debug switch: set to 1 in the trainer's environment and the CPU client sends nothing (the server keeps
 # its initial weights) -- what the counter-test of "the server follows the trainer" uses
-SKIP_SYNC_ENV = "LAUNCHER_DEBUG_SKIP_WEIGHT_SYNC"
+SKIP_SYNC_ENV = "DEBUG_SKIP_WEIGHT_SYNC"

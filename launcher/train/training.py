@@ -1,6 +1,6 @@
 """Training: build TRL's GRPOConfig and GRPOTrainer from the plan, resume from the newest complete
 checkpoint, train, save. Runs on every process `accelerate launch` started (one per GPU, possibly
-several nodes), or as one plain process on CPU (trainer.use_vllm=false).
+several nodes), or as one plain process on CPU (a world of one process).
 
 Heartbeat phases: load_data (rewards and dataset first: they fail fast), load_model, waiting_for_server
 (server mode), build_trainer, train, then per step (launcher.train.callback), save, done ({"reason":
@@ -8,16 +8,18 @@ Heartbeat phases: load_data (rewards and dataset first: they fail fast), load_mo
 trainer_state.json) in output_dir; newer incomplete ones are ignored.
 
 The overlapped start (server mode): TRL's GRPOTrainer connects to the server in its constructor (its
-VLLMGeneration makes the VLLMClient, which waits for /health, and joins the NCCL weight-sync group), so
+VLLMGeneration makes the VLLMClient, which waits for /health, and joins the weight-sync group: NCCL on
+GPUs; on CPU gloo, through launcher.sync.client, swapped in for that one name while GRPOTrainer is built), so
 everything that does not need the server comes first (imports, GRPOConfig and the process group, model,
 tokenizer, dataset, rewards, the GRPOTrainer class itself), then the trainer waits for the supervisor's
-handover (launcher.train.handover) and only then builds GRPOTrainer with the server's URL. No TRL internals
-are patched; what waits for the server is GRPOTrainer's own construction (the reference model only when
-grpo.beta > 0, which is not TRL's default).
+handover (launcher.train.handover) and only then builds GRPOTrainer with the server's URL. Besides that CPU
+client no TRL internals are patched; what waits for the server is GRPOTrainer's own construction (the
+reference model only when grpo.beta > 0, which is not TRL's default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -44,9 +46,6 @@ def build_grpo_config(job: Job):
     if job.use_cpu:
         kwargs.update(use_cpu=True, bf16=False, fp16=False)
     if job.server_mode:
-        if job.use_cpu:
-            raise JobError("weight sync to the vLLM server needs CUDA (NCCL) and LAUNCHER_DEVICE is cpu: on CPU the "
-                           "trainer step runs --preflight instead, or set trainer.use_vllm=false to train on CPU")
         kwargs["vllm_server_base_url"] = job.server_url  # None until the handover (run_training sets it)
         kwargs["vllm_group_port"] = group_port(job.is_main)
     kwargs.setdefault("trust_remote_code", bool(job.plan.model.trust_remote_code))
@@ -58,6 +57,18 @@ def build_grpo_config(job: Job):
         return GRPOConfig(**kwargs)
     except (TypeError, ValueError) as e:
         raise JobError(f"GRPOConfig rejected the plan's grpo settings: {e}") from None
+
+
+def weight_sync(job: Job):
+    """What GRPOTrainer's construction runs under: on CPU in server mode, the gloo client (launcher.sync.client)
+    in place of TRL's CUDA-only one; otherwise nothing (TRL's NCCL path as it is)."""
+    if job.server_mode and job.use_cpu:
+        from launcher.sync.client import cpu_weight_sync
+
+        if job.is_main:
+            say("weight sync to the server over gloo (launcher.sync: TRL's NCCL path needs CUDA)")
+        return cpu_weight_sync()
+    return contextlib.nullcontext()
 
 
 def load_model(job: Job, args: Any):
@@ -136,8 +147,9 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
 
     beat(TrainerPhase.BUILD_TRAINER)
     callback = LauncherCallback(job.attempt_dir, beat, is_main)
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                          processing_class=processing_class, callbacks=[callback])
+    with weight_sync(job):
+        trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
+                              processing_class=processing_class, callbacks=[callback])
     callback.attach(trainer)
 
     resume = _resume_point(args.output_dir, is_main)

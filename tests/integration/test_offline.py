@@ -27,7 +27,7 @@ def test_a_job_loads_model_and_dataset_by_hub_id_offline(cluster_env, smoke_asse
     add_folder(home / "hub", "model", MODEL, smoke_assets / "model")
     add_repo(home / "hub", "dataset", DATA, {"data/train.jsonl": (smoke_assets / "data" / "train.jsonl").read_bytes()})
     job = launch(cluster_env, tmp_path / "jobs", "cluster.offline=true", f"cluster.hf_home={home}",
-                 f"model.name_or_path={MODEL}", f"data.name_or_path={DATA}")
+                 f"model.name_or_path={MODEL}", f"data.name_or_path={DATA}", "trainer.preflight=true")
     assert f"launcher: offline: model {MODEL}@main is in {home / 'hub'}" in job.output  # staged: nothing to fetch
     assert wait_state(job.job_id, 900) == "COMPLETED", job.result()
     server_log = (job.attempt / "server.log").read_text()
