@@ -13,11 +13,11 @@ LAUNCHER_ATTEMPT_DIR: vLLM or the trainer run by hand) nothing is installed.
 STACKS_SIGNAL is SIGURG. Taken elsewhere: SIGUSR2 (the launcher's checkpoint/requeue signal; the
 components ignore it), SIGTERM/SIGINT/SIGHUP/SIGQUIT (Slurm, torch elastic under accelerate launch,
 vLLM's shutdown), SIGUSR1 (torch elastic's TORCHELASTIC_SIGNALS_TO_HANDLE, users' `--signal=USR1@N`),
-SIGCONT (Slurm's preemption). SIGURG's default action is to ignore it, and it reaches every process of a
-step (`scancel --signal=URG` signals the whole step, the local backend the process group): a process
-without the handler (srun, bash, accelerate's launcher process) is not harmed, as it would be by a
-real-time signal or SIGPWR, whose default is to terminate. Nothing in the job uses socket out-of-band
-data (SIGURG's only other sender).
+SIGCONT (Slurm's preemption). SIGURG's default action is to ignore it, and it goes to every process of
+the component (the local backend signals the process group; on Slurm, signal_component runs on each of
+its nodes): a process without the handler (srun, bash, accelerate's launcher process, multiprocessing's
+resource tracker) is not harmed, as it would be by a real-time signal or SIGPWR, whose default is to
+terminate. Nothing in the job uses socket out-of-band data (SIGURG's only other sender).
 
 Standard library only (imported in every vLLM process); launcher.jobfolder.names is constants only.
 """
@@ -94,3 +94,32 @@ def dump(why: str) -> Optional[Path]:
     except (OSError, ValueError):
         return None
     return path
+
+
+def signal_component(attempt_dir: str, component: str) -> list[int]:
+    """STACKS_SIGNAL to every process on this node that runs `component` of that attempt (its environment
+    says so: LAUNCHER_ATTEMPT_DIR and LAUNCHER_COMPONENT); the pids signalled. On Slurm the supervisor runs
+    this on the component's nodes (`srun --overlap ... python -m launcher.faulthandlers`): a signal to a
+    step (`scancel --signal`) reaches only its tasks, not the processes they started (vLLM's engine core and
+    workers, accelerate's ranks)."""
+    wanted = {f"{ATTEMPT_DIR_ENV}={attempt_dir}".encode(), f"{COMPONENT_ENV}={component}".encode()}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = set(f.read().split(b"\0"))
+            if wanted <= environ:
+                os.kill(int(entry), STACKS_SIGNAL)
+                found.append(int(entry))
+        except (OSError, ProcessLookupError):
+            continue  # gone, or not ours to read
+    return found
+
+
+if __name__ == "__main__":
+    import sys
+
+    pids = signal_component(sys.argv[1], sys.argv[2])
+    print(f"{socket.gethostname()}: SIG{SIGNAL_NAME} to {len(pids)} process(es) {' '.join(map(str, pids))}", flush=True)

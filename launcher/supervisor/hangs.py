@@ -5,9 +5,11 @@ attempt-N/hang-<component>.txt, which the failure reason names.
 - Stacks. Every process of the job registered faulthandler on SIGURG at its start (launcher/faulthandlers.py:
   the trainer's entry point on every rank, vLLM's processes through the `launcher_stacks` plugin), each
   with its own file stacks/<component>-<host>-<pid>.txt. Local backend: SIGURG to the step's process
-  group; Slurm: `scancel --signal=URG <step>` (the step named <job>-<component>), which reaches every
-  process of the step on every node. The files are read back once every one has grown, or none grew
-  for QUIET_S, and for at most CAPTURE_S: the hang still ends within seconds.
+  group; Slurm: a one-task-per-node helper step beside the component's (`srun --overlap ... python -m
+  launcher.faulthandlers`) signals every process of the component on each of its nodes (`scancel
+  --signal=URG <step>` reaches only a step's tasks, not the processes they started: the fallback). The
+  files are read back once every one has grown, or none grew for QUIET_S, and for at most CAPTURE_S: the
+  hang still ends within seconds.
 - nvidia-smi, where the command exists on the supervisor's node (on Slurm the batch node, the server's
   node 0), bounded by NVIDIA_SMI_S; a GPU whose driver hangs must not hang the supervisor too.
 - The last TAIL_LINES lines of each component's log.
@@ -64,11 +66,18 @@ def stack_sizes(attempt_dir: Path, component: str) -> dict[Path, int]:
         return {}
 
 
-def ask_for_stacks(backend: str, step, slurm, step_name: str) -> str:
-    """Signal every process of the component; how it was done ("" when it could not be)."""
+def ask_for_stacks(backend: str, step, slurm, step_name: str, runner=None, attempt_dir: Optional[Path] = None) -> str:
+    """Signal every process of the component; how it was done ("" when it could not be). Slurm: a helper
+    step on the component's nodes signals them all (runner.signal_stacks); if it cannot start, scancel
+    --signal, which reaches the step's tasks only."""
     if step is None or step.poll() is not None:
         return ""
     if backend == "slurm":
+        helper = getattr(runner, "signal_stacks", None)
+        if helper is not None:
+            ok, said = helper(step.name, attempt_dir)
+            if ok:
+                return said
         signal_step = getattr(slurm, "signal_step", None)
         ids = signal_step(step_name, SIGNAL_NAME) if signal_step is not None else []
         return f"scancel --signal={SIGNAL_NAME} {' '.join(ids)}" if ids else ""
@@ -126,11 +135,11 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 def capture(attempt_dir: Path, component: str, backend: str, step, slurm, step_name: str, clock: Clock,
-            reason: str) -> Capture:
+            reason: str, runner=None) -> Capture:
     """Ask for the stacks, wait (bounded), then write hang-<component>.txt with everything captured."""
     attempt_dir = Path(attempt_dir)
     before = stack_sizes(attempt_dir, component)
-    asked = ask_for_stacks(backend, step, slurm, step_name)
+    asked = ask_for_stacks(backend, step, slurm, step_name, runner, attempt_dir)
     grown = wait_for_stacks(attempt_dir, component, before, clock) if asked else {}
     smi = nvidia_smi()
     host = socket.gethostname()
@@ -140,7 +149,8 @@ def capture(attempt_dir: Path, component: str, backend: str, step, slurm, step_n
              f"answered: {len(grown)} of {len(stack_sizes(attempt_dir, component))} stack file(s) of the {component} "
              f"in {attempt_dir / STACKS_DIR}"]
     for path in sorted(grown):
-        lines += ["", f"=== {STACKS_DIR}/{path.name} (what it wrote on the request)", _read_from(path, before.get(path, 0))]
+        lines += ["", f"=== {STACKS_DIR}/{path.name} (what it wrote on the request)",
+                  _read_from(path, before.get(path, 0))]
     if smi is not None:
         lines += ["", f"=== nvidia-smi on {host}", smi]
     for name in (component, *[c for c in COMPONENTS if c != component]):
@@ -165,13 +175,13 @@ def remove_empty_stacks(attempt_dir: Path) -> None:
 
 
 def diagnose(end: End, attempt_dir: Path, backend: str, step, slurm, step_name: str, clock: Clock,
-             log: Callable[[str], None]) -> Optional[Capture]:
+             log: Callable[[str], None], runner=None) -> Optional[Capture]:
     """The capture for an End that declares a component hung (End.diagnose), else None. A capture that
     fails is logged and never stops the ending."""
     if not end.diagnose:
         return None
     try:
-        found = capture(attempt_dir, end.diagnose, backend, step, slurm, step_name, clock, end.reason)
+        found = capture(attempt_dir, end.diagnose, backend, step, slurm, step_name, clock, end.reason, runner)
     except Exception as error:  # noqa: BLE001
         log(f"capturing the {end.diagnose}'s stacks failed: {type(error).__name__}: {error}")
         return None

@@ -363,7 +363,8 @@ class Supervisor:
         if end.mark:
             self.mark(end.mark)
         found = hangs.diagnose(end, self.dir, self.backend, getattr(self, end.diagnose or "", None), self.slurm,
-                               step_name(self.plan, end.diagnose or ""), self.clock, self.log) if self.plan else None
+                               step_name(self.plan, end.diagnose or ""), self.clock, self.log,
+                               self.runner) if self.plan else None
         try:
             trainer_rc, server_rc = self.stop_all(end.stop_why, end.stop_grace_s) if self.plan else (None, None)
             if end.cancel_requeue:

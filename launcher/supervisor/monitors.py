@@ -9,8 +9,8 @@ observations, so tests drive them with made-up ones.
   gone), or no 200 for longer than server.health_grace_s (hung or frozen) ends the job.
 - TrainerWatchdog: any new heartbeat is progress; none for trainer.watchdog_timeout_s ends the job,
   naming the phase and step that stalled (and the reward function, when the heartbeat says one is being
-  computed); the trainer is then diagnosed (stacks, launcher/supervisor/hangs.py). A trainer waiting for the server's address (phase
-  waiting_for_server, before the handover) is not hung: server.startup_timeout_s bounds that wait.
+  computed); the trainer is then diagnosed (stacks, launcher/supervisor/hangs.py). A trainer waiting for
+  the server's address (phase waiting_for_server, before the handover) is not hung: server.startup_timeout_s bounds that wait.
 - TrainerEnd: the trainer step's exit: COMPLETED only with exit code 0 and a heartbeat saying done
   (srun exits 0 when a node of its step fails); srun's "Node failure on X" asks Slurm what it did. A
   trainer that fails while the server is still starting ends the job at once (it says so). A trainer that

@@ -1,8 +1,9 @@
 """How the supervisor starts and stops a component: an srun step (Slurm) or a local process group,
 and what srun said about it (a controller it could not reach, a node that failed).
 
-Both backends give a Step with poll/terminate/kill/stop/output (and signal: the local process group); the supervisor does not know which it
-runs on, and tests hand it fake steps.
+Both backends give a Step with poll/terminate/kill/stop/output (and signal: the local process group); the
+supervisor does not know which it runs on, and tests hand it fake steps. SlurmSteps.signal_stacks asks
+every process of a component for its stacks on each of its nodes (a helper step, launcher/faulthandlers.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import IO, Mapping, Optional, Protocol
 
@@ -22,6 +24,9 @@ from launcher.plan.plan import Component, Plan
 from launcher.slurm.allocation import component_cpus
 from launcher.slurm.transient import srun_transient_line
 from launcher.supervisor.clock import Clock, RealClock
+
+
+STACKS_SRUN_S = 15.0  # the stacks helper step: its start (a step creation) and its run on every node
 
 
 class Step(Protocol):
@@ -200,6 +205,21 @@ class SlurmSteps:
     def start(self, component: Component, env: dict[str, str], log: Path) -> Step:
         env = _runtime_env(component, dict(env, LAUNCHER_BACKEND="slurm"))
         return ProcessStep(component.name, self.argv(component, env), env, log)
+
+    def signal_stacks(self, name: str, attempt_dir: Path, timeout_s: float = STACKS_SRUN_S) -> tuple[bool, str]:
+        """Ask every process of the component, on each of its nodes, for its stacks: a one-task-per-node step
+        beside the component's (--overlap) runs launcher.faulthandlers there. (ok, what it printed)."""
+        component = self.plan.component(name)
+        argv = ["srun", *([f"--het-group={component.het_group}"] if self.plan.heterogeneous else []),
+                f"--nodes={component.nodes}", "--ntasks-per-node=1", "--overlap", "--export=ALL",
+                f"--job-name={step_name(self.plan, name)}-stacks", sys.executable, "-m", "launcher.faulthandlers",
+                str(attempt_dir), name]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return False, f"{shlex.join(argv)}: {error}"
+        said = " ".join((out.stdout + out.stderr).split())
+        return out.returncode == 0, f"{shlex.join(argv[:argv.index(sys.executable)])} ...: {said}"
 
 
 def describe(step: Step) -> str:
