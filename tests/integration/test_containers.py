@@ -87,7 +87,11 @@ class Watcher:
     def _run(self):
         while not self._stop.is_set():
             for pid, info in _where(self.job).items():
-                self.seen.setdefault(pid, info)
+                # a wrapper execs its component under the same pid: every sighting counts (commands, markers)
+                known = self.seen.setdefault(pid, dict(info, cmd=set(), marker=set(), ch_running=True))
+                known["cmd"].add(info["cmd"])
+                known["marker"].add(info["marker"])
+                known["ch_running"] = known["ch_running"] and info["ch_running"]
             self._stop.wait(0.25)
 
     def stop(self) -> dict[str, list[dict]]:
@@ -128,12 +132,18 @@ def _run(cluster_env, tmp_path, *overrides) -> tuple[object, dict[str, list[dict
 
 
 def _inside(processes: list[dict], marker: str) -> bool:
-    """Every process saw this build's marker at its root and ch-run's variable (and there was one)."""
-    return bool(processes) and all(p["marker"] == marker and p["ch_running"] for p in processes)
+    """At every sighting, every process saw this build's marker at its root and had ch-run's variable
+    (and there was one)."""
+    return bool(processes) and all(p["marker"] == {marker} and p["ch_running"] for p in processes)
 
 
 def _on_host(processes: list[dict]) -> bool:
-    return bool(processes) and all(p["marker"] is None and not p["ch_running"] for p in processes)
+    return bool(processes) and all(p["marker"] == {None} and not p["ch_running"] for p in processes)
+
+
+def _ran(processes: list[dict], *words: str) -> bool:
+    """One of the processes ran a command naming one of `words` (at some sighting)."""
+    return any(word in cmd for p in processes for cmd in p["cmd"] for word in words)
 
 
 def _show(roles) -> str:
@@ -144,11 +154,11 @@ def test_smoke_job_runs_both_components_inside_the_image(cluster_env, smoke_asse
     job, roles, seconds = _run(cluster_env, tmp_path)
     server, trainer, supervisor = roles.get("smoke-server", []), roles.get("smoke-trainer", []), roles.get("supervisor", [])
     # the components themselves (vLLM's server, the trainer), not only helpers they started, were seen
-    assert any("vllm" in p["cmd"] for p in server) and any("launcher.train" in p["cmd"] for p in trainer), _show(roles)
+    assert _ran(server, "vllm") and _ran(trainer, "launcher.components.trainer_step", "launcher.train"), _show(roles)
     assert _inside(server, image) and _inside(trainer, image), _show(roles)
     assert {p["node"] for p in server} == {"node1"} and {p["node"] for p in trainer} == {"node2"}, _show(roles)
     # the supervisor (the batch step, its sruns) stays on the host: the same probe tells it apart
-    assert _on_host(supervisor) and any("submitit" in p["cmd"] for p in supervisor), _show(roles)
+    assert _on_host(supervisor) and _ran(supervisor, "submitit"), _show(roles)
     # both wrote their records through the bound job folder, from inside
     assert (job.attempt / "node-server-node1.json").exists() and (job.attempt / "node-trainer-node2.json").exists()
     assert json.loads((job.attempt / "versions.json").read_text())["host"] == "node2"
@@ -160,6 +170,6 @@ def test_the_probe_sees_a_component_left_on_the_host(cluster_env, smoke_assets, 
     """Counter-check: the server kept on the host (server.container.runtime=none), the trainer in the image."""
     job, roles, _ = _run(cluster_env, tmp_path, "server.container.runtime=none")
     server, trainer = roles.get("smoke-server", []), roles.get("smoke-trainer", [])
-    assert any("vllm" in p["cmd"] for p in server) and _on_host(server), _show(roles)
+    assert _ran(server, "vllm") and _on_host(server), _show(roles)
     assert not _inside(server, image) and _inside(trainer, image), _show(roles)
     assert "ch-run" not in job.supervisor_log().split("server started:")[1].split("\n")[0]
