@@ -1,10 +1,11 @@
 """A trainer over two nodes with two CPU processes each, on the real test cluster: one gloo world of four
-ranks under `accelerate launch` (the command GPUs get), requeued by an operator mid-run and resumed from
-its checkpoint on both nodes.
+ranks under `accelerate launch` (the command GPUs get), over the second network (cluster.network_interface
+=ib0), requeued by an operator mid-run and resumed from its checkpoint on both nodes; and the same trainer
+generating through the vLLM CPU server, rank 0 alone syncing the weights to it.
 
-The reward is a shaping reward with variance (a share of digits), so gradients are non-zero and the
-weights move: identical digests across ranks then mean the ranks trained together, not that nothing
-changed (the test checks the final weights differ from the initial model). Every rank's own record
+The smoke experiment's reward varies within a group (launcher.train.smoke_reward), so gradients are
+non-zero and the weights move: identical digests across ranks then mean the ranks trained together, not
+that nothing changed (the test checks the final weights differ from the initial model). Every rank's own record
 (attempt-N/ranks/rank-<N>.json, launcher.train.rank_record) says where it ran and which steps it took.
 """
 
@@ -24,11 +25,8 @@ from .test_faults import no_job_processes, report, result_of, resumed_from, wait
 pytestmark = pytest.mark.cluster
 
 MAX_STEPS, SAVE_STEPS = 10, 3
-SHAPING = '''
-def digits(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
-'''
+# 4 ranks x 2 completions of 8 tokens a step; the smoke experiment's reward (launcher.train.smoke_reward)
+SMALL = ("grpo.num_generations=2", "grpo.per_device_train_batch_size=2", "grpo.max_completion_length=8")
 
 
 def digest_of(folder) -> str:
@@ -42,14 +40,10 @@ def digest_of(folder) -> str:
 
 
 def test_two_nodes_two_cpu_processes_each_train_as_one_job_and_resume(cluster_env, smoke_assets, tmp_path):
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "shaping_reward.py").write_text(SHAPING)
     name = f"mn{int(time.time()) % 100000}"
     job = launch(cluster_env, tmp_path / "jobs", f"name={name}", "trainer.use_vllm=false", "trainer.nodes=2",
-                 "trainer.gpus_per_node=2", "reward.funcs=[shaping_reward.digits]", f"+cluster.env.PYTHONPATH={lib}",
-                 "grpo.num_generations=2", "grpo.per_device_train_batch_size=2", "grpo.max_completion_length=8",
-                 "grpo.learning_rate=1e-3", f"grpo.max_steps={MAX_STEPS}", f"grpo.save_steps={SAVE_STEPS}")
+                 "trainer.gpus_per_node=2", *SMALL, f"grpo.max_steps={MAX_STEPS}", f"grpo.save_steps={SAVE_STEPS}",
+                 "cluster.network_interface=ib0")
     try:
         wait_step(job, SAVE_STEPS + 1, attempt=1, timeout_s=600)
         requeued = time.time()
@@ -71,6 +65,10 @@ def test_two_nodes_two_cpu_processes_each_train_as_one_job_and_resume(cluster_en
     assert "--num_machines 2 --num_processes 4" in log and "--mixed_precision no" in log
     rendezvous = json.loads((attempt / "rendezvous.json").read_text())
     assert f"--main_process_port {rendezvous['port']}" in log  # node 0's published, free port for both nodes
+    nodes = [json.loads(p.read_text()) for p in sorted(attempt.glob("node-trainer-*.json"))]
+    assert len(nodes) == 2 and all(n["network"]["GLOO_SOCKET_IFNAME"] == "ib0" for n in nodes), nodes
+    assert rendezvous["address"] in {n["address"] for n in nodes}  # node 0's ib0 address, not its name's
+    assert f"--main_process_ip {rendezvous['address']}" in log
 
     wait_file(attempt / "ranks" / "rank-3.json", 30)
     records = [json.loads((attempt / "ranks" / f"rank-{r}.json").read_text()) for r in range(4)]
@@ -91,3 +89,43 @@ def test_two_nodes_two_cpu_processes_each_train_as_one_job_and_resume(cluster_en
     report("2 nodes x 2 CPU processes, scontrol requeue, resumed on both nodes", "COMPLETED",
            time.time() - requeued, left)
     assert left == []
+
+
+LOGP_BOUND = 0.05  # TRL's sampling_logp_difference/max, as tests/integration/test_parallel_server.py bounds it
+
+
+def test_two_nodes_train_through_the_server_only_rank_0_syncs(cluster_env, smoke_assets, tmp_path):
+    """Server mode on CPU over 2 nodes x 2 processes: rank 0 alone joins the weight-sync group (one
+    /init_weight_transfer_engine on the server) and syncs at every step, the server's generations follow
+    the trainer, and the four ranks end with the same weights, which moved."""
+    name = f"ms{int(time.time()) % 100000}"
+    steps = 4
+    job = launch(cluster_env, tmp_path / "jobs", f"name={name}", "trainer.nodes=2", "trainer.gpus_per_node=2",
+                 *SMALL, f"grpo.max_steps={steps}", "grpo.save_steps=1000")
+    try:
+        state = wait_state(job.job_id, 900)
+    finally:
+        subprocess.run(["scancel", "-n", name], env=cluster_env, capture_output=True)
+    from launcher.jobfolder.progress import read_metrics
+
+    assert state == "COMPLETED", (state, job.result(), job.supervisor_log()[-3000:])
+    log = (job.attempt / "trainer.log").read_text(errors="replace")
+    assert "training on CPU: 4 processes (2 per node on 2 node(s)), gloo" in log, log[-3000:]
+    train = [r for r in read_metrics(job.attempt) if r.get("kind") == "train"]
+    assert [r["step"] for r in train] == list(range(1, steps + 1))
+    assert all((r.get("weight_sync_s") or 0) > 0 for r in train), [r.get("weight_sync_s") for r in train]
+    differences = [r["trl"]["sampling/sampling_logp_difference/max"] for r in train]
+    assert max(differences) < LOGP_BOUND, differences
+    joins = (job.attempt / "server.log").read_text(errors="replace").count("POST /init_weight_transfer_engine")
+    assert joins == 1, joins  # one trainer process (rank 0) joined the sync group, not four
+
+    records = [json.loads((job.attempt / "ranks" / f"rank-{r}.json").read_text()) for r in range(4)]
+    assert len({rec["host"] for rec in records}) == 2 and all(rec["steps"] == list(range(1, steps + 1))
+                                                              for rec in records), records
+    digests = {rec["weights_sha256"] for rec in records}
+    assert len(digests) == 1 and None not in digests, records
+    assert digest_of(smoke_assets / "model") not in digests
+    syncs = ", ".join(f"{r['weight_sync_s']:.2f}" for r in train)
+    print(f"\nMEASURED 2x2 CPU trainer through the server: {steps} steps, weight sync {syncs} s, logp difference "
+          f"max {max(differences):.3f}", flush=True)
+    assert no_job_processes(job, 60) == []
