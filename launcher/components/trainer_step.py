@@ -7,16 +7,18 @@ The decisions, made here and nowhere after (launcher.train reads them):
 - preflight vs training: trainer.preflight=true -> `python -u -m launcher.train --preflight=WHY` on node 0
   only; colocate mode without CUDA -> exit with a message; otherwise training (node_run, a pure function),
   in server mode on CPU too (rank 0 syncs the weights to the server over gloo, launcher.sync, where GPUs
-  use NCCL): the plan's `accelerate launch ... -m launcher.train` on every trainer node, on GPUs and on CPU alike
-  (trainer.gpus_per_node processes per node; on CPU the same torchrun agent, gloo instead of NCCL, plus
-  CPU_FLAGS), except a CPU world of one process, which runs plainly (`python -u -m launcher.train`).
+  use NCCL): the plan's `accelerate launch ... -m launcher.train` on every trainer node, on GPUs and on
+  CPU alike (trainer.gpus_per_node processes per node; on CPU the same torchrun agent, gloo instead of
+  NCCL, plus CPU_FLAGS), except a CPU world of one process, which runs plainly (`python -u -m
+  launcher.train`).
 
-For `accelerate launch` it fills the plan's placeholders on the node (machine rank, rank-0 address and
-a port free on node 0, published in rendezvous.json, TRL's packaged accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM
-workers dial the trainer's rank 0 for the NCCL weight-sync group), on cluster.network_interface if set
+For `accelerate launch` it fills the plan's placeholders on the node (machine rank; the rank-0 address
+and a port free on node 0, which node 0 publishes in rendezvous.json for the others; TRL's packaged
+accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM workers dial the
+trainer's rank 0 for the weight-sync group), on cluster.network_interface if set
 (launcher.components.network). Before it execs, the node's hygiene runs, the local ranks share the CPUs
-the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), and the node record is written. The job folder reaches the trainer in
-LAUNCHER_JOB_DIR, as it reached this step.
+the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), and the node record is written.
+The job folder reaches the trainer in LAUNCHER_JOB_DIR, as it reached this step.
 """
 
 from __future__ import annotations
