@@ -22,6 +22,7 @@ import sys
 TOKEN_ENV = "LAUNCHER_SERVER_TOKEN"
 HEADER = "X-Launcher-Job-Token"
 _HEADER_KEY = HEADER.lower().encode()
+MIDDLEWARE = "launcher.server_auth.JobTokenMiddleware"  # what vLLM's --middleware imports
 
 
 def token_header(env=None) -> dict[str, str]:

@@ -21,7 +21,7 @@ STAGES = {
     "launcher.jobfolder": 4, "launcher.faulthandlers": 4,
     "launcher.slurm": 5,
     "launcher.supervisor": 6,
-    "launcher.components": 7,
+    "launcher.components": 7, "launcher.sync": 7,
     "launcher.train": 8,
     "launcher.show": 9,
     "launcher.backends": 10,

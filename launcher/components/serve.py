@@ -31,6 +31,7 @@ from launcher.jobfolder.layout import load_plan
 from launcher.jobfolder.records import ServerAddress, write_server
 from launcher.node import NoSuchInterface, free_port, program
 from launcher.plan import placeholders
+from launcher.server_auth import MIDDLEWARE, TOKEN_ENV
 from launcher.sync import SERVER_ARGS
 
 EXIT_UNUSABLE = 2  # the job cannot run as planned (as the trainer step's)
@@ -78,6 +79,13 @@ def main() -> None:
     argv = server_argv(component.execs, address, port, plan.python)
     if device == "cpu":
         argv += SERVER_ARGS  # the CPU weight-transfer engine (launcher.sync); TRL's own NCCL flag comes first
+    if plan.mode == "server" and plan.policies.server_token:
+        if not env.get(TOKEN_ENV):
+            print(f"server: {TOKEN_ENV} is missing from the environment (the supervisor sets it); "
+                  "refusing to serve unprotected (server.require_token=false opens the server)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_UNUSABLE)
+        argv += ["--middleware", MIDDLEWARE]  # every endpoint but GET /health needs the attempt's token
+        print("server: protected, only this job's requests get in (launcher.server_auth)", flush=True)
     write_server(attempt_dir, ServerAddress(
         host=socket.gethostname(), address=address, port=port, pid=os.getpid(),
         started_at=dt.datetime.now().isoformat(timespec="seconds")))

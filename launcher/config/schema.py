@@ -87,6 +87,7 @@ class ServerConfig:
     distributed_executor_backend: Optional[str] = None  # vLLM's executor on the server's one node: null (vLLM picks), mp, uni
     startup_timeout_s: float = 1200.0  # fail the job if /health is not 200 after this long
     health_grace_s: float = 60.0  # a healthy server that stops answering this long is dead
+    require_token: bool = True  # only this job gets in: every endpoint but GET /health needs its token (docs/security.md)
     extra_args: List[str] = field(default_factory=list)  # passed through to `trl vllm-serve`
     env: Dict[str, str] = field(default_factory=dict)  # exported into the server component only
     cpus_per_gpu: Optional[int] = None  # CPUs per server GPU; null = the node's share (node CPUs x GPUs / node GPUs)

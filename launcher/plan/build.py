@@ -71,7 +71,8 @@ def _policies(cfg: LaunchConfig) -> Policies:
         server_port=server.port, server_host=server.host, group_port=trainer.group_port,
         main_process_port=trainer.main_process_port,
         requeue_on_node_failure=bool(cluster.requeue_on_node_failure),
-        preflight_prompts=int(trainer.preflight_prompts), network_interface=cluster.network_interface)
+        preflight_prompts=int(trainer.preflight_prompts), network_interface=cluster.network_interface,
+        server_token=bool(server.require_token))
 
 
 def _job_env(cfg: LaunchConfig) -> dict[str, str]:

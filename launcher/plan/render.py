@@ -73,6 +73,10 @@ def render_plan(plan: Any) -> str:
                  f"server port {p.server_port or 'free port on the node'}; "
                  f"bind {bind}; "
                  f"weight-sync port {p.group_port or 'free port on trainer rank 0'}")
+    if plan.mode == "server":
+        lines.append("            server protected: every endpoint but GET /health needs this attempt's token "
+                     "(environment only)" if getattr(p, "server_token", True)
+                     else "            server OPEN: anyone who reaches its address can use it (server.require_token=false)")
     grpo = " ".join(f"{k}={v}" for k, v in plan.grpo.items())
     lines.append(f"  grpo: {grpo}")
     if plan.preflight:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import signal
 import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
 from launcher.health import Health, check
+from launcher.server_auth import TOKEN_ENV
 from launcher.jobfolder.layout import attempt_dir as make_attempt_dir
 from launcher.jobfolder.layout import load_plan, make_private
 from launcher.jobfolder.logs import reason_with_log
@@ -77,6 +79,7 @@ class Supervisor:
         self.server: Optional[Step] = None
         self.trainer: Optional[Step] = None
         self.server_url: Optional[str] = None  # set at the handover (/health 200)
+        self.server_token = secrets.token_urlsafe(32)  # this attempt's (launcher.server_auth): environment only
         self.published: Optional[ServerAddress] = None  # server.json of the server's current start
         self.first_start: dict[str, float] = {}
         self.log_file = open(self.dir / SUPERVISOR_LOG, "a", buffering=1)
@@ -112,6 +115,7 @@ class Supervisor:
         env.update(LAUNCHER_JOB_DIR=str(self.job_dir), LAUNCHER_ATTEMPT_DIR=str(self.dir),
                    LAUNCHER_ATTEMPT=str(self.attempt), PYTHONUNBUFFERED="1")
         env.update({k: str(v) for k, v in component.env.items()})
+        env.update({TOKEN_ENV: self.server_token} if self.plan.mode == "server" and self.plan.policies.server_token else {})
         step = self.runner.start(component, env, self.dir / component_log(name))
         self.first_start.setdefault(name, self.clock.monotonic())
         self.log(f"{name} started: {describe(step)} (pid {step.pid}, log {component_log(name)})")

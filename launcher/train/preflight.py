@@ -70,8 +70,10 @@ def check_server(url: str, settings: dict) -> Server:
         raise PreflightFailed(str(e)) from None
     from trl.generation.vllm_client import VLLMClient
 
+    from launcher.train.server_token import token_client
+
     try:
-        client = VLLMClient(base_url=url, connection_timeout=0.0)
+        client = token_client(VLLMClient)(base_url=url, connection_timeout=0.0)
         world = client.get_world_size()
     except Exception as e:  # noqa: BLE001
         raise PreflightFailed(f"the vLLM server at {url} answers /health but not TRL's client: {e}") from e

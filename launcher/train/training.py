@@ -31,6 +31,7 @@ from typing import Any, Optional
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.paths import local_path
 from launcher.train.data import load_processing_class, load_rewards, load_train_dataset, reward_name
+from launcher.train.server_token import job_token
 from launcher.train.errors import EXIT_OK, JobError
 from launcher.train.handover import server_url
 from launcher.train.job import Job
@@ -147,7 +148,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
 
     beat(TrainerPhase.BUILD_TRAINER)
     callback = LauncherCallback(job.attempt_dir, beat, is_main)
-    with weight_sync(job):
+    with weight_sync(job), job_token():  # the token's client subclasses whichever client weight_sync put there
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                               processing_class=processing_class, callbacks=[callback])
     callback.attach(trainer)
