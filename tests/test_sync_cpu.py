@@ -145,6 +145,6 @@ def test_the_client_is_swapped_in_only_while_the_trainer_is_built():
     from launcher.sync.client import CpuVLLMClient, cpu_weight_sync
 
     original = generation.VLLMClient
-    with cpu_weight_sync():
-        assert generation.VLLMClient is CpuVLLMClient
+    with cpu_weight_sync(42.0):  # trainer.sync_timeout_s reaches the client (and from it the init info)
+        assert issubclass(generation.VLLMClient, CpuVLLMClient) and generation.VLLMClient.timeout_s == 42.0
     assert generation.VLLMClient is original

@@ -72,7 +72,7 @@ def _policies(cfg: LaunchConfig) -> Policies:
         main_process_port=trainer.main_process_port,
         requeue_on_node_failure=bool(cluster.requeue_on_node_failure),
         preflight_prompts=int(trainer.preflight_prompts), network_interface=cluster.network_interface,
-        server_token=bool(server.require_token))
+        server_token=bool(server.require_token), sync_timeout_s=float(trainer.sync_timeout_s))
 
 
 def _job_env(cfg: LaunchConfig) -> dict[str, str]:

@@ -23,3 +23,10 @@ SERVER_ARGS = ("--weight-transfer-config", json.dumps({"backend": BACKEND}))
 # test/debug switch: set to 1 in the trainer's environment and the CPU client sends nothing (the server keeps
 # its initial weights) -- what the counter-test of "the server follows the trainer" uses
 SKIP_SYNC_ENV = "DEBUG_SKIP_WEIGHT_SYNC"
+# test/debug switch for faults injected mid-update (tests/integration/test_sync_faults.py): set to N and the
+# trainer's N-th sync pauses right after /start_weight_update, writes PAUSED_MARKER in the job folder and waits
+# there until RESUME_MARKER appears (or the process is killed). Once per job: an attempt that finds the marker
+# (a requeued one) does not pause again.
+PAUSE_SYNC_ENV = "DEBUG_PAUSE_WEIGHT_SYNC"
+PAUSED_MARKER = "debug-weight-sync.paused"
+RESUME_MARKER = "debug-weight-sync.resume"

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import socket
+import time
+import threading
+from concurrent.futures import Future
 from typing import Iterator, Optional
 
 import torch
 from trl.generation.vllm_client import VLLMClient
 
-from launcher.sync import BACKEND, SERVER_ARGS, SKIP_SYNC_ENV
+from launcher.jobfolder.names import JOB_DIR_ENV
+from launcher.sync import BACKEND, PAUSE_SYNC_ENV, PAUSED_MARKER, RESUME_MARKER, SERVER_ARGS, SKIP_SYNC_ENV
 from launcher.sync.wire import DEFAULT_BUCKET_BYTES, DEFAULT_TIMEOUT_S, GlooGroup, buckets, metas, pack
 
 
@@ -31,7 +36,11 @@ def _trainer_address() -> str:
 
 
 class CpuVLLMClient(VLLMClient):
-    """VLLMClient whose weight-update group is gloo (trainer rank 0 = group rank 0, workers from 1)."""
+    """VLLMClient whose weight-update group is gloo (trainer rank 0 = group rank 0, workers from 1).
+
+    `timeout_s` (trainer.sync_timeout_s) bounds every part of an update: the gloo rendezvous and broadcasts
+    on both sides (the workers get it in the init info) and each HTTP request of the sync, so a server that
+    died or froze mid-update fails the sync instead of hanging it."""
 
     timeout_s: float = DEFAULT_TIMEOUT_S
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
@@ -40,6 +49,37 @@ class CpuVLLMClient(VLLMClient):
         super().__init__(*args, **kwargs)
         self.gloo: Optional[GlooGroup] = None
         self.skip_sync = os.environ.get(SKIP_SYNC_ENV, "") not in ("", "0")
+        pause = os.environ.get(PAUSE_SYNC_ENV, "")
+        self.pause_at = int(pause) if pause.isdigit() else 0
+        self.syncs = 0
+
+    def _start_weight_update(self):
+        self._post(f"{self.base_url}/start_weight_update", json={}, timeout=self.timeout_s)
+        self.syncs += 1
+        if self.gloo is not None and self.syncs == self.pause_at:
+            self._debug_pause()
+
+    def _finish_weight_update(self):
+        self._post(f"{self.base_url}/finish_weight_update", json={}, timeout=self.timeout_s)
+
+    def _debug_pause(self) -> None:
+        """PAUSE_SYNC_ENV: stop between /start_weight_update and /update_weights, once per job, until the test
+        that injects a fault there says go on (launcher.sync)."""
+        job_dir = os.environ.get(JOB_DIR_ENV)
+        if not job_dir:
+            return
+        marker = os.path.join(job_dir, PAUSED_MARKER)
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # paused in an earlier attempt already
+        with os.fdopen(fd, "w") as f:
+            json.dump({"sync": self.syncs, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, f)
+        print(f"[launcher] {PAUSE_SYNC_ENV}: sync {self.syncs} paused after /start_weight_update ({marker})",
+              flush=True)
+        resume = os.path.join(job_dir, RESUME_MARKER)
+        while not os.path.exists(resume):
+            time.sleep(0.2)
 
     def init_communicator(self, device: torch.device | str | int = 0):
         if isinstance(device, int) or torch.device(device).type == "cuda":
@@ -61,15 +101,20 @@ class CpuVLLMClient(VLLMClient):
         atexit.register(self.close_communicator)
 
     def _while_posting(self, route: str, body: dict, work) -> None:
-        """POST route on a side thread while `work()` runs here; both must succeed. When `work` fails, the
-        request is not waited for: the server's side of the group fails within the group's timeout."""
-        executor = ThreadPoolExecutor(max_workers=1)
-        try:
-            future = executor.submit(self._post, f"{self.base_url}{route}", json=body)
-            work()
-            future.result()
-        finally:
-            executor.shutdown(wait=False)
+        """POST route on a side thread while `work()` runs here; both must succeed within the timeout. When
+        `work` fails, the request is not waited for (the server's side of the group fails within the group's
+        timeout); the thread is a daemon so that a request to a frozen server cannot hold the process's exit."""
+        done: Future = Future()
+
+        def post() -> None:
+            try:
+                done.set_result(self._post(f"{self.base_url}{route}", json=body, timeout=self.timeout_s))
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller
+                done.set_exception(e)
+
+        threading.Thread(target=post, name=f"launcher-sync{route}", daemon=True).start()
+        work()
+        done.result(timeout=self.timeout_s)
 
     def update_named_params(self, metadata: list[tuple[str, str, list[int]]],
                             named_params: Iterator[tuple[str, torch.Tensor]]):
@@ -112,12 +157,13 @@ class CpuVLLMClient(VLLMClient):
 
 
 @contextlib.contextmanager
-def cpu_weight_sync():
-    """While GRPOTrainer is built: TRL's VLLMGeneration makes a CpuVLLMClient instead of a VLLMClient."""
+def cpu_weight_sync(timeout_s: float = DEFAULT_TIMEOUT_S):
+    """While GRPOTrainer is built: TRL's VLLMGeneration makes a CpuVLLMClient (whose syncs are bounded by
+    `timeout_s`) instead of a VLLMClient."""
     import trl.generation.vllm_generation as generation
 
     original = generation.VLLMClient
-    generation.VLLMClient = CpuVLLMClient
+    generation.VLLMClient = type("CpuVLLMClient", (CpuVLLMClient,), {"timeout_s": float(timeout_s)})
     try:
         yield
     finally:

@@ -1,5 +1,7 @@
 """The launcher's TrainerCallback: heartbeats at step begin/end, weight syncs and saves, a metrics row per
 trainer log, the checkpoint handshake, and every rank's own record at the end (launcher.train.rank_record).
+A weight sync that fails (trainer.sync_timeout_s bounds it on CPU) raises WeightSyncFailed naming the phase;
+a resumed training records what it started from (launcher.train.resume_record).
 
 Checkpoint on request: when `<attempt_dir>/checkpoint.request` exists at a step end (rank 0 looks, the
 decision is broadcast to all ranks), the trainer saves `checkpoint-<step>`, writes `checkpoint.done`
@@ -24,10 +26,24 @@ from launcher.train.metrics import completions_per_step, metrics_row
 from launcher.train.rank_record import write_record
 from launcher.train.ranks import global_rank, world_size
 from launcher.train.report import HeartbeatWriter, say
+from launcher.train.resume_record import write_resume_record
 
 
-def hook_weight_sync(target: Any, before: Callable[[], None], after: Callable[[float, bool], None]) -> bool:
-    """Wrap `target.sync_weights` (TRL 1.16 VLLMGeneration) so `before()` and `after(seconds, ok)` run around it.
+class WeightSyncFailed(RuntimeError):
+    """A weight sync to the server that failed or did not finish within trainer.sync_timeout_s; the message
+    names the phase (weight_sync) and the step, and the trainer's failure reason repeats it."""
+
+
+def sync_failure(step: Optional[int], seconds: float, timeout_s: Optional[float], error: BaseException) -> str:
+    bound = f" (trainer.sync_timeout_s={timeout_s:g} s)" if timeout_s else ""
+    return (f"weight sync to the server failed in phase {TrainerPhase.WEIGHT_SYNC.value!r} before step {step}, "
+            f"after {seconds:.1f} s{bound}: {type(error).__name__}: {error}")
+
+
+def hook_weight_sync(target: Any, before: Callable[[], None], after: Callable[[float, bool], None],
+                     failure: Optional[Callable[[float, BaseException], str]] = None) -> bool:
+    """Wrap `target.sync_weights` (TRL 1.16 VLLMGeneration) so `before()` and `after(seconds, ok)` run around it;
+    an exception becomes WeightSyncFailed(failure(seconds, error)) when `failure` is given.
 
     GRPOTrainer calls `self.vllm_generation.sync_weights()` at the first generation of each new
     global step; an instance attribute shadows the method, so the trainer calls the wrapper.
@@ -45,6 +61,10 @@ def hook_weight_sync(target: Any, before: Callable[[], None], after: Callable[[f
             result = original(*args, **kwargs)
             ok = True
             return result
+        except Exception as e:
+            if failure is None or isinstance(e, WeightSyncFailed):
+                raise
+            raise WeightSyncFailed(failure(time.time() - start, e)) from e
         finally:
             after(time.time() - start, ok)
 
@@ -73,7 +93,13 @@ class LauncherCallback(TrainerCallback):
     def attach(self, trainer: Any) -> None:
         self.trainer = trainer
         generation = getattr(trainer, "vllm_generation", None) if getattr(trainer, "use_vllm", False) else None
-        if generation is not None and hook_weight_sync(generation, self._sync_begin, self._sync_end):
+        client = getattr(generation, "vllm_client", None)
+        timeout_s = getattr(client, "timeout_s", None)  # the CPU client's trainer.sync_timeout_s
+
+        def failure(seconds: float, error: BaseException) -> str:
+            return sync_failure(self._step(), seconds, timeout_s, error)
+
+        if generation is not None and hook_weight_sync(generation, self._sync_begin, self._sync_end, failure):
             say("weight-sync heartbeats hooked on GRPOTrainer.vllm_generation.sync_weights")
 
     def _step(self) -> Optional[int]:
@@ -117,6 +143,11 @@ class LauncherCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_step_end = time.time()
         self.started_at = state.global_step
+        if self.is_main and state.global_step > 0:  # resumed: the checkpoint's weights and optimizer are loaded now
+            try:
+                write_resume_record(self.attempt_dir, state.global_step, kwargs.get("model"), kwargs.get("optimizer"))
+            except OSError as e:  # evidence, never a reason to fail the training
+                say(f"could not write the resume record: {e}")
         self.beat(TrainerPhase.TRAIN, state.global_step, max_steps=state.max_steps)
 
     def on_step_begin(self, args, state, control, **kwargs):

@@ -68,7 +68,7 @@ def weight_sync(job: Job):
 
         if job.is_main:
             say("weight sync to the server over gloo (launcher.sync: TRL's NCCL path needs CUDA)")
-        return cpu_weight_sync()
+        return cpu_weight_sync(job.plan.policies.sync_timeout_s)
     return contextlib.nullcontext()
 
 

@@ -13,7 +13,7 @@ from launcher.walltime import parse_walltime
 # the name is a folder under cluster.job_root: no path separators, no "." / "..", no control characters
 # and no "|": sacct's parsable output (the jobs CLI, job states) cannot delimit a job name holding it
 JOB_NAME = re.compile(r"^(?!\.\.?$)[^/|\x00-\x1f\x7f]{1,100}$")
-POSITIVE = ("server.startup_timeout_s", "server.health_grace_s", "trainer.watchdog_timeout_s",
+POSITIVE = ("server.startup_timeout_s", "server.health_grace_s", "trainer.watchdog_timeout_s", "trainer.sync_timeout_s",
             "cluster.checkpoint_timeout_s", "cluster.stop_grace_s", "cluster.submit_rate_per_s")
 NOT_NEGATIVE = ("cluster.signal_before_end_s", "cluster.max_requeues", "cluster.submit_retries")
 PORTS = ("server.port", "trainer.main_process_port", "trainer.group_port")
@@ -71,6 +71,12 @@ def check_timeouts(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
         problems.append(Problem(("trainer.watchdog_timeout_s",),
                                 f"{watchdog:g} s may end a healthy job: there is no "
                                 "heartbeat while a model loads or weights sync", severity="warning"))
+    sync = cfg.trainer.sync_timeout_s
+    if 0 < watchdog <= sync:
+        problems.append(Problem(("trainer.sync_timeout_s", "trainer.watchdog_timeout_s"),
+                                f"a weight sync may take {sync:g} s, but the watchdog ends the job after {watchdog:g} s "
+                                "without a heartbeat: a stuck sync would be reported as a hang, not as a sync that "
+                                "timed out", severity="warning"))
     return problems
 
 
