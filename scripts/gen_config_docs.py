@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import inspect
 import sys
 import typing
 from pathlib import Path
@@ -79,7 +80,7 @@ def render() -> str:
     hints = typing.get_type_hints
     for prefix, cls in SECTIONS:
         out += [f"## `{prefix or 'top level'}`", ""]
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         if doc and not doc.startswith(cls.__name__ + "("):
             out += [doc, ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]

@@ -1,5 +1,5 @@
 """The server wrapper (component 0's step): decide the device, pick the address and port, publish them,
-exec vLLM.
+exec vLLM (`trl vllm-serve`, or `vllm serve` with TRL's flags: server.entrypoint=vllm).
 
 `python -m launcher.components.serve` on the server's node, with LAUNCHER_JOB_DIR and LAUNCHER_ATTEMPT_DIR
 set. It does the node's hygiene (launcher.components.hygiene), picks the address (the node's cluster
@@ -31,6 +31,7 @@ from launcher.jobfolder.layout import load_plan
 from launcher.jobfolder.records import ServerAddress, write_server
 from launcher.node import NoSuchInterface, free_port, program
 from launcher.plan import placeholders
+from launcher.plan.commands import DEV_MODE_ENV, SCALE_OUT
 from launcher.server_auth import MIDDLEWARE, TOKEN_ENV
 from launcher.sync import SERVER_ARGS
 
@@ -40,9 +41,21 @@ EXIT_UNUSABLE = 2  # the job cannot run as planned (as the trainer step's)
 def server_argv(execs: list[str], host: str, port: int, python: str) -> list[str]:
     """The plan's server command with {host} and {port} filled; `trl` from the job's environment."""
     argv = placeholders.fill(list(execs), {placeholders.HOST: host, placeholders.PORT: port})
-    if argv[:1] == ["trl"]:
-        argv[0] = program("trl", python)
+    if argv[:1] in (["trl"], ["vllm"]):
+        if argv[0] == "vllm" and SCALE_OUT in argv and not _vllm_at_least((0, 30)):
+            argv.remove(SCALE_OUT)  # as TRL: the flag exists from vLLM 0.30 on
+        argv[0] = program(argv[0], python)
     return argv
+
+
+def _vllm_at_least(version: tuple[int, int]) -> bool:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        parts = installed("vllm").split(".")[:2]
+        return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts) >= version
+    except PackageNotFoundError:
+        return True  # not importable here: keep the flag, vLLM itself will say what is wrong
 
 
 def main() -> None:
@@ -77,6 +90,8 @@ def main() -> None:
     print(f"server: {describe_node(record)}", file=sys.stderr, flush=True)
     write_node_record(attempt_dir, record)
     argv = server_argv(component.execs, address, port, plan.python)
+    if argv[1:2] == ["serve"]:
+        env.update(DEV_MODE_ENV)  # entrypoint=vllm: what `trl vllm-serve` sets before it execs `vllm serve`
     if device == "cpu":
         argv += SERVER_ARGS  # the CPU weight-transfer engine (launcher.sync); TRL's own NCCL flag comes first
     if plan.mode == "server" and plan.policies.server_token:

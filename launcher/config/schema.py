@@ -63,6 +63,14 @@ class ContainerConfig:
     env: Optional[List[str]] = None  # further variables passed into the container by name (values from the host)
 
 
+class ServerEntrypoint(str, Enum):
+    """What component 0 execs. `trl`: `trl vllm-serve` (TRL's wrapper, deprecated until TRL 2.0). `vllm`: `vllm serve`
+    directly with exactly the flags and VLLM_SERVER_DEV_MODE=1 that TRL's wrapper imposes."""
+
+    trl = "trl"
+    vllm = "vllm"
+
+
 class Device(str, Enum):
     """Where the components compute. `auto`: CUDA when the job sees a GPU, else CPU."""
 
@@ -73,8 +81,9 @@ class Device(str, Enum):
 
 @dataclass
 class ServerConfig:
-    """Component 0: `trl vllm-serve`."""
+    """Component 0: the vLLM server (`trl vllm-serve`, or `vllm serve` with server.entrypoint=vllm)."""
 
+    entrypoint: ServerEntrypoint = ServerEntrypoint.trl  # trl: `trl vllm-serve`; vllm: `vllm serve` with TRL's flags (docs/anatomy.md)
     nodes: int = 1  # nodes of the server component (1: a server spans one node; docs/cluster-cookbook.md)
     gpus_per_node: Optional[int] = None  # GPUs per server node; null = TP x DP / nodes (sweeps follow TP, DP)
     tensor_parallel_size: int = 1  # vLLM --tensor-parallel-size
@@ -88,7 +97,7 @@ class ServerConfig:
     startup_timeout_s: float = 1200.0  # fail the job if /health is not 200 after this long
     health_grace_s: float = 60.0  # a healthy server that stops answering this long is dead
     require_token: bool = True  # only this job gets in: every endpoint but GET /health needs its token (docs/security.md)
-    extra_args: List[str] = field(default_factory=list)  # passed through to `trl vllm-serve`
+    extra_args: List[str] = field(default_factory=list)  # passed through to the entrypoint (trl: TRL's flags; vllm: vLLM's)
     env: Dict[str, str] = field(default_factory=dict)  # exported into the server component only
     cpus_per_gpu: Optional[int] = None  # CPUs per server GPU; null = the node's share (node CPUs x GPUs / node GPUs)
     mem_per_gpu: Optional[str] = None  # memory per server GPU (64G, 500M); null = the node's share, like CPUs
@@ -128,12 +137,40 @@ class ModelConfig:
 
 
 @dataclass
+class DataSource:
+    """One dataset of data.mixture."""
+
+    name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.csv/.parquet file
+    weight: float = 1.0  # sampling weight (the weights are normalised)
+    split: Optional[str] = None  # null = data.split
+    config_name: Optional[str] = None
+    revision: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
-    name_or_path: str = MISSING  # hub id, local folder, or a .json/.jsonl/.parquet file
+    """The training dataset and how its columns become TRL's: `prompt` comes from data.prompt_column, or from
+    data.prompt_template filled from each row (quote it on the command line: `'data.prompt_template="Solve:
+    {question}"'`), with data.system_prompt put first as a system message; the reward functions get every
+    column, plus the ones data.reward_columns maps (`+data.reward_columns.solution=answer`: TRL's
+    accuracy_reward reads `solution`). A local json/jsonl/csv file's columns are checked before anything is
+    queued (from its first rows); a parquet file, a folder or a hub dataset when the trainer loads it, first
+    thing in the job: the job ends at once naming the key, the missing column and the columns there are.
+    data.mixture (`[{name_or_path: a.jsonl, weight: 0.7}, {name_or_path: org/b, weight: 0.3}]`, each entry
+    also with split, config_name, revision) interleaves several datasets, a row drawn from each with its
+    weight's share (seeded by data.seed, stopping when one runs out); their shared columns are kept."""
+
+    name_or_path: Optional[str] = None  # hub id, local folder, or a .json/.jsonl/.csv/.parquet file (required unless data.mixture)
     split: str = "train"
     config_name: Optional[str] = None  # dataset configuration (subset) name
     revision: Optional[str] = None  # hub revision of a hub dataset (branch, tag or commit); null = main
-    max_samples: Optional[int] = None  # keep only the first N rows
+    max_samples: Optional[int] = None  # keep only the first N rows (of the mixture, when data.mixture)
+    prompt_column: str = "prompt"  # the column that holds the prompt (text or chat messages)
+    prompt_template: Optional[str] = None  # a prompt built from columns, e.g. "Solve: {question}" (replaces prompt_column)
+    system_prompt: Optional[str] = None  # a system message put before every prompt (the prompt becomes chat messages)
+    reward_columns: Dict[str, str] = field(default_factory=dict)  # reward argument -> dataset column, e.g. {solution: answer}
+    mixture: Optional[List[DataSource]] = None  # several datasets interleaved by weight (seeded) instead of name_or_path
+    seed: Optional[int] = None  # the mixture's sampling seed; null = grpo.seed, else 42
 
 
 @dataclass

@@ -14,7 +14,7 @@ from launcher.config.compose import as_launch_config
 from launcher.config.derive import local_gpu_sets
 from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig, Mode, ServerConfig, TrainerConfig
 from launcher.plan.containers import container_of
-from launcher.plan.commands import preflight_command, serve_command, server_step, train_command, trainer_step
+from launcher.plan.commands import DEV_MODE_ENV, preflight_command, serve_command, server_step, train_command, trainer_step
 from launcher.plan.placeholders import JOB_DIR, marker
 from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
 from launcher.validate.problems import Facts, InvalidConfig
@@ -59,6 +59,26 @@ def _grpo(cfg: LaunchConfig) -> dict[str, Any]:
     if grpo.get("output_dir") is None:
         grpo["output_dir"] = f"{marker(JOB_DIR)}/output"
     return grpo
+
+
+def _server_env(server: ServerConfig) -> dict:
+    """server.env, with TRL's VLLM_SERVER_DEV_MODE=1 when the server is `vllm serve` itself (entrypoint=vllm)."""
+    dev = DEV_MODE_ENV if str(getattr(server.entrypoint, "value", server.entrypoint)) == "vllm" else {}
+    return {**dev, **server.env}
+
+
+def _data(cfg: LaunchConfig) -> DataSpec:
+    d = cfg.data
+    mixture = None if not d.mixture else [
+        {"name_or_path": m.name_or_path, "split": m.split or d.split, "config_name": m.config_name,
+         "revision": m.revision, "weight": float(m.weight)} for m in d.mixture]
+    first = mixture[0] if mixture else {}
+    seed = d.seed if d.seed is not None else int((cfg.grpo or {}).get("seed", 42))
+    return DataSpec(name_or_path=first.get("name_or_path", d.name_or_path), split=first.get("split", d.split),
+                    config_name=first.get("config_name", d.config_name), max_samples=d.max_samples,
+                    revision=first.get("revision", d.revision), prompt_column=d.prompt_column,
+                    prompt_template=d.prompt_template, system_prompt=d.system_prompt,
+                    reward_columns=dict(d.reward_columns), mixture=mixture, seed=seed)
 
 
 def _policies(cfg: LaunchConfig) -> Policies:
@@ -107,7 +127,7 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
     if server_mode:
         components.append(Component(
             name="server", het_group=0, nodes=server.nodes, gpus_per_node=server.gpus_per_node,
-            sbatch=_component_sbatch(cfg, server, uses_gpus, requests["server"]), env=dict(server.env),
+            sbatch=_component_sbatch(cfg, server, uses_gpus, requests["server"]), env=_server_env(server),
             step=server_step(python), execs=serve_command(cfg), gpus=server_gpus, resources=requests["server"],
             container=container_of(cluster.container, server.container, job_root)))
     components.append(Component(
@@ -132,8 +152,7 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
         secret_env=list(cluster.secret_env), grpo=_grpo(cfg), preflight=preflight, policies=_policies(cfg),
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code),
-        data=DataSpec(name_or_path=cfg.data.name_or_path, split=cfg.data.split, config_name=cfg.data.config_name,
-                      max_samples=cfg.data.max_samples, revision=cfg.data.revision),
+        data=_data(cfg),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
                           weights=None if cfg.reward.weights is None else list(cfg.reward.weights),
                           timeout_s=None if cfg.reward.timeout_s is None else float(cfg.reward.timeout_s)),

@@ -36,8 +36,10 @@ def hub_repos(plan: Any) -> list[HubRepo]:
     repos = []
     if not looks_local(plan.model.name_or_path):
         repos.append(HubRepo("model", plan.model.name_or_path, plan.model.revision, "model.name_or_path"))
-    if not looks_local(plan.data.name_or_path):
-        repos.append(HubRepo("dataset", plan.data.name_or_path, plan.data.revision, "data.name_or_path"))
+    for i, source in enumerate(plan.data.sources()):
+        if not looks_local(source["name_or_path"]):
+            key = f"data.mixture[{i}].name_or_path" if plan.data.mixture else "data.name_or_path"
+            repos.append(HubRepo("dataset", source["name_or_path"], source.get("revision"), key))
     return repos
 
 

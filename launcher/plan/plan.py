@@ -49,6 +49,20 @@ class DataSpec:
     config_name: Optional[str] = None
     max_samples: Optional[int] = None
     revision: Optional[str] = None
+    prompt_column: str = "prompt"
+    prompt_template: Optional[str] = None
+    system_prompt: Optional[str] = None
+    reward_columns: dict = field(default_factory=dict)  # reward argument -> dataset column
+    # data.mixture: [{name_or_path, weight, split, config_name, revision}] (name_or_path above = the first's)
+    mixture: Optional[list] = None
+    seed: int = 42
+
+    def sources(self) -> list[dict]:
+        """Every dataset the job reads, each with its split, config, revision and weight."""
+        if self.mixture:
+            return [dict(m) for m in self.mixture]
+        return [{"name_or_path": self.name_or_path, "split": self.split, "config_name": self.config_name,
+                 "revision": self.revision, "weight": 1.0}]
 
 
 @dataclass(frozen=True)

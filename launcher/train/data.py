@@ -2,9 +2,15 @@
 functions, from the plan's DataSpec, ModelSpec and RewardSpec.
 
 A dataset is a hub id, a local dataset folder (save_to_disk, or anything load_dataset reads) or a local
-data file (.json, .jsonl, .parquet, .csv, .arrow: one "train" split). It needs a "prompt" column. Offline
-(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, as cluster.offline sets them), a hub id is read from its snapshot in
-the hub cache.
+data file (.json, .jsonl, .parquet, .csv, .arrow: one "train" split). Offline (HF_HUB_OFFLINE /
+HF_DATASETS_OFFLINE, as cluster.offline sets them), a hub id is read from its snapshot in the hub cache.
+
+Its columns become what GRPOTrainer reads: "prompt" (data.prompt_column, or data.prompt_template filled from
+columns, with data.system_prompt put first as a system message) and the reward functions' arguments
+(data.reward_columns: argument -> column). Columns that are missing end the job at once (JobError, exit 2)
+naming the key and the columns the dataset has (launcher.validate.columns, the same check as before queueing).
+data.mixture: each dataset mapped so, then interleaved with its weight as the sampling probability (seeded by
+data.seed; it stops when one dataset runs out, so the proportions hold).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from launcher import hub_cache
 from launcher.paths import local_path, looks_local
@@ -20,6 +26,7 @@ from launcher.jobfolder.progress import TrainerPhase
 from launcher.plan.plan import DataSpec, ModelSpec, RewardSpec
 from launcher.train.errors import JobError
 from launcher.train.scoring import guard_rewards
+from launcher.validate.columns import missing_columns, needed_columns
 
 DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
@@ -64,28 +71,80 @@ def _cached_snapshot(data: DataSpec, environ: Mapping[str, str]) -> Path:
     return folder
 
 
-def load_train_dataset(data: DataSpec):
-    """The dataset the plan names, cut to data.max_samples rows."""
-    name = str(data.name_or_path)
-    split = data.split or "train"
+def _load_one(data: DataSpec, source: Mapping[str, Any]):
+    name = str(source["name_or_path"])
+    split = source.get("split") or "train"
     path = local_path(name)
     if path.is_file():
-        ds = _from_file(path, split)
-    elif path.is_dir():
-        ds = _from_folder(path, split, data.config_name)
-    elif looks_local(name):
+        return _from_file(path, split)
+    if path.is_dir():
+        return _from_folder(path, split, source.get("config_name"))
+    if looks_local(name):
         raise JobError(f"data.name_or_path {name} does not exist")
-    elif _offline(os.environ):
-        ds = _from_folder(_cached_snapshot(data, os.environ), split, data.config_name)
-    else:
-        from datasets import load_dataset
+    if _offline(os.environ):
+        spec = DataSpec(name_or_path=name, revision=source.get("revision"))
+        return _from_folder(_cached_snapshot(spec, os.environ), split, source.get("config_name"))
+    from datasets import load_dataset
 
-        ds = load_dataset(name, data.config_name, split=split, revision=data.revision)
+    return load_dataset(name, source.get("config_name"), split=split, revision=source.get("revision"))
+
+
+def _as_messages(prompt: Any, system: str) -> list:
+    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    return [{"role": "system", "content": system}, *messages]
+
+
+def prepare(ds, data: DataSpec, reward_funcs: list[str], name: str):
+    """The dataset's columns mapped to GRPOTrainer's: "prompt" and the reward functions' arguments."""
+    needed = needed_columns(data.prompt_column, data.prompt_template, data.reward_columns, reward_funcs)
+    missing = missing_columns(ds.column_names, needed, name)
+    if missing:
+        raise JobError("; ".join(f"{key}: {message}" for key, message in missing))
+    template, system, renames = data.prompt_template, data.system_prompt, dict(data.reward_columns)
+    if template is None and system is None and data.prompt_column == "prompt" and not renames:
+        return ds  # the dataset already is in TRL's shape
+
+    def row(example: dict) -> dict:
+        prompt = template.format(**example) if template else example[data.prompt_column]
+        out = {"prompt": _as_messages(prompt, system) if system else prompt}
+        out.update({argument: example[column] for argument, column in renames.items()})
+        return out
+
+    # the other columns stay: TRL hands every column to the reward functions as keyword arguments
+    return ds.map(row, desc="columns")
+
+
+def load_train_dataset(data: DataSpec, reward_funcs: Optional[list[str]] = None):
+    """The dataset (or the mixture) the plan names, mapped to "prompt" + reward columns, cut to
+    data.max_samples rows."""
+    funcs = list(reward_funcs or [])
+    parts = []
+    for source in data.sources():
+        ds = _load_one(data, source)
+        parts.append(prepare(ds, data, funcs, str(source["name_or_path"])))
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        ds = mix(parts, [float(s["weight"]) for s in data.sources()], data.seed)
     if data.max_samples is not None and data.max_samples < len(ds):
         ds = ds.select(range(int(data.max_samples)))
-    if "prompt" not in ds.column_names:
-        raise JobError(f"the dataset {name} has no 'prompt' column (columns: {', '.join(ds.column_names)})")
     return ds
+
+
+def mix(parts: list, weights: list[float], seed: int):
+    """The datasets interleaved, each row drawn from dataset i with probability weight_i / sum; only the
+    columns all of them share are kept (interleaving needs one schema)."""
+    from datasets import interleave_datasets
+
+    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts[1:])]
+    parts = [p.select_columns(shared) for p in parts]
+    try:
+        parts = [p.cast(parts[0].features) for p in parts]
+    except (ValueError, TypeError) as error:
+        raise JobError(f"data.mixture: the datasets' columns {', '.join(shared)} have different types ({error})") from None
+    total = sum(weights)
+    return interleave_datasets(parts, probabilities=[w / total for w in weights], seed=seed,
+                               stopping_strategy="first_exhausted")
 
 
 def load_processing_class(model: ModelSpec):

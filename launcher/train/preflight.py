@@ -175,7 +175,7 @@ def run_preflight(job: Job, beat: HeartbeatWriter, reason: str) -> int:
     settings = grpo_settings(job.grpo)
     n_gen = int(settings["num_generations"])
     rewards = load_rewards(job.plan.reward, beat, TrainerPhase.PREFLIGHT)  # the cheapest check first
-    dataset = load_train_dataset(job.plan.data)
+    dataset = load_train_dataset(job.plan.data, job.plan.reward.funcs)
     rows = dataset.select(range(min(int(job.plan.policies.preflight_prompts or 4), len(dataset))))
     if len(rows) == 0:
         raise JobError(f"the dataset {job.plan.data.name_or_path} is empty")

@@ -124,7 +124,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     beat(TrainerPhase.LOAD_DATA)  # the cheap checks first: a reward that does not import fails before the model loads
     rewards = load_rewards(job.plan.reward, beat)  # guarded: heartbeat names the reward, reward.timeout_s
     with args.main_process_first(desc="dataset loading"):
-        dataset = load_train_dataset(job.plan.data)
+        dataset = load_train_dataset(job.plan.data, job.plan.reward.funcs)
     if is_main:
         say(f"dataset {job.plan.data.name_or_path}: {len(dataset)} rows, columns {', '.join(dataset.column_names)}; "
             f"rewards {', '.join(reward_name(f) for f in rewards)}")

@@ -14,7 +14,12 @@ from launcher.validate.problems import Facts, Problem
 
 def check_paths(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     problems = []
-    for key, value in (("model.name_or_path", cfg.model.name_or_path), ("data.name_or_path", cfg.data.name_or_path)):
+    named = [("model.name_or_path", cfg.model.name_or_path)]
+    if cfg.data.mixture:  # the datasets of a mixture instead of data.name_or_path
+        named += [(f"data.mixture[{i}].name_or_path", m.name_or_path) for i, m in enumerate(cfg.data.mixture)]
+    elif cfg.data.name_or_path is not None:  # None: launcher.validate.columns says it is required
+        named.append(("data.name_or_path", cfg.data.name_or_path))
+    for key, value in named:
         if not isinstance(value, str) or not value.strip():
             problems.append(Problem((key,), "must be a hub id (org/name) or a local path"))
         elif looks_local(value) and not local_path(value).exists():
