@@ -1,5 +1,7 @@
 """Security on the real test cluster: hostile values never execute, secrets travel only in the
-environment, job folders are private, the server binds the node's cluster address.
+environment, job folders are private, the server binds the node's cluster address, and only the job gets
+into its server (every endpoint but GET /health needs the attempt's token, which is written nowhere; a
+counter-test opens the server with server.require_token=false and gets in without it).
 
 Hostile values reach every layer that could run a shell: the job name (the job folder path, #SBATCH lines,
 the `exec` line of the batch script, srun's --job-name), #SBATCH values, exported environment values
@@ -24,9 +26,10 @@ import yaml
 
 from launcher.jobfolder import names
 from launcher.jobfolder.layout import latest_attempt
-from launcher.jobfolder.progress import read_heartbeat
+from launcher.jobfolder.progress import read_heartbeat, read_metrics
+from launcher.server_auth import TOKEN_ENV
 
-from .conftest import CLUSTER, REPO, Launched, wait_state
+from .conftest import CLUSTER, REPO, Launched, launch, wait_state
 from .test_faults import no_job_processes
 
 pytestmark = pytest.mark.cluster
@@ -49,10 +52,10 @@ def _experiment(tmp_path: Path) -> Path:
     body = {
         "name": NAME,
         "server": {"env": {"HOSTILE_SERVER": WITH_NEWLINE}, "extra_args": ["--served-model-name", PAYLOAD]},
-        "trainer": {"env": {"HOSTILE_TRAINER": PAYLOAD}, "use_vllm": False},
+        "trainer": {"env": {"HOSTILE_TRAINER": PAYLOAD}},
         "cluster": {"env": {"HOSTILE_ALL": WITH_NEWLINE}, "sbatch": {"comment": PAYLOAD},
                     "secret_env": ["HF_TOKEN", "WANDB_API_KEY", "MY_SERVICE_TOKEN"]},
-        "grpo": {"run_name": WITH_NEWLINE, "max_steps": 300, "save_steps": 1000},
+        "grpo": {"run_name": WITH_NEWLINE, "max_steps": 40, "save_steps": 1000},
     }
     path = conf / "hostile.yaml"
     path.write_text("# @package _global_\n" + yaml.safe_dump(body, allow_unicode=True))
@@ -94,11 +97,13 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         assert job_dir.parent.name == NAME  # the hostile name is the folder, verbatim
         # while it runs: each value arrived intact, as data, in the component it was meant for
         attempt = _wait(lambda: latest_attempt(job_dir), 600)
-        beat = _wait(lambda: (b := read_heartbeat(attempt)) and b.get("phase") == "step" and b, 900)
-        # the trainer (use_vllm=false) steps while the server still starts: wait for the handover
-        _wait(lambda: (attempt / names.SERVER_READY).is_file(), 900)
+        _wait(lambda: (attempt / names.SERVER_READY).is_file(), 900)  # the handover: the trainer connects now
+        beat = _wait(lambda: read_heartbeat(attempt), 60)
         server = json.loads((attempt / "server.json").read_text())
         trainer_env, server_env = _environ(beat.pid), _environ(server["pid"])
+        token = trainer_env[TOKEN_ENV]  # the attempt's token reached both components through the environment
+        assert len(token) >= 32 and server_env[TOKEN_ENV] == token
+        values[TOKEN_ENV] = token  # ... and, like the secrets, is written nowhere (checked below)
         assert trainer_env["HOSTILE_TRAINER"] == PAYLOAD and trainer_env["HOSTILE_ALL"] == WITH_NEWLINE
         assert server_env["HOSTILE_SERVER"] == WITH_NEWLINE and "HOSTILE_TRAINER" not in server_env
         for name, value in values.items():  # secrets reach both components through the environment
@@ -106,10 +111,18 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
                                env=cluster_env).stdout
         assert f"JobName={NAME} " in shown and f"Comment={PAYLOAD} " in shown
-        models = subprocess.run([str(CLUSTER), "on", server["host"], "python3", "-c",
-                                 f"import urllib.request; print(urllib.request.urlopen('{server['url']}/v1/models')"
-                                 ".read().decode())"], capture_output=True, text=True, env=cluster_env).stdout
-        assert json.loads(models)["data"][0]["id"] == PAYLOAD
+        # from another node: only the job's token gets in, on every endpoint (GET /health answers anyone)
+        other = next(n for n in ("node1", "node2", "node3") if n != server["host"])
+        wrong = secrets.token_urlsafe(32)
+        tries = [("GET", "/v1/models", None), ("GET", "/v1/models", wrong), ("POST", "/v1/completions", None)]
+        tries += [("POST", path, None) for path in DEV_ENDPOINTS] + [("GET", "/server_info", wrong)]
+        answers = _ask(cluster_env, other, server["url"], tries + [("GET", "/health", None), ("GET", "/v1/models", token)])
+        assert answers[:-2] == [[401, ""]] * len(tries), list(zip(tries, answers))
+        assert answers[-2][0] == 200 and json.loads(answers[-1][1])["data"][0]["id"] == PAYLOAD, answers[-2:]
+        refused = (attempt / "server.log").read_text()
+        for method, path, _ in tries:
+            assert f"refused {method} {path} from " in refused, path
+        assert token not in refused and wrong not in refused  # refusals logged without what was sent
 
         # the server listens on the node's cluster address only, on a port of its own
         assert server["address"].startswith("10.213.0.") and server["url"] == f"http://{server['address']}:{server['port']}"
@@ -118,7 +131,9 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         listening = [line.split()[3] for line in sockets.splitlines() if line.split()[3].endswith(f":{server['port']}")]
         assert listening == [f"{server['address']}:{server['port']}"], sockets
 
-        assert wait_state(job_id, 900) == "COMPLETED"
+        assert wait_state(job_id, 900) == "COMPLETED"  # and the job trained through the guard, syncing every step
+        train = [r for r in read_metrics(attempt) if r.get("kind") == "train"]
+        assert len(train) == 40 and all((r.get("weight_sync_s") or 0) > 0 for r in train)
     finally:
         subprocess.run(["scancel", job_id], env=cluster_env, capture_output=True)
 
@@ -143,6 +158,34 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
     assert no_job_processes(Launched(job_id, job_dir, ""), 60) == []
 
 
+# the development endpoints TRL's server mode needs (vLLM has no authentication on any of them)
+DEV_ENDPOINTS = ["/init_weight_transfer_engine", "/start_weight_update", "/update_weights", "/finish_weight_update",
+                 "/collective_rpc", "/reset_prefix_cache", "/sleep", "/wake_up"]
+
+_ASK = """
+import json, sys, urllib.request, urllib.error
+url, tries = sys.argv[1], json.loads(sys.argv[2])
+answers = []
+for method, path, token in tries:
+    headers = {"X-Launcher-Job-Token": token} if token else {}
+    request = urllib.request.Request(url + path, method=method, headers=headers, data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append([response.status, response.read().decode()])
+    except urllib.error.HTTPError as error:
+        answers.append([error.code, ""])
+print(json.dumps(answers))
+"""
+
+
+def _ask(cluster_env, node: str, url: str, tries: list) -> list:
+    """Each (method, path, token) asked from `node`'s network namespace: [status, body] per try."""
+    out = subprocess.run([str(CLUSTER), "on", node, "python3", "-c", _ASK, url, json.dumps(tries)],
+                         capture_output=True, text=True, env=cluster_env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
 def _wait(probe, timeout_s: float):
     import time
 
@@ -153,6 +196,22 @@ def _wait(probe, timeout_s: float):
             return value
         time.sleep(0.5)
     raise AssertionError(f"not ready after {timeout_s} s")
+
+
+def test_an_open_server_answers_anyone(cluster_env, smoke_assets, tmp_path):
+    """The counter-test of the token: with server.require_token=false another node gets in without one."""
+    job = launch(cluster_env, tmp_path, "server.require_token=false", "trainer.preflight=true")
+    try:
+        attempt = _wait(lambda: latest_attempt(job.job_dir), 600)
+        _wait(lambda: (attempt / names.SERVER_READY).is_file(), 900)
+        server = json.loads((attempt / "server.json").read_text())
+        other = next(n for n in ("node1", "node2", "node3") if n != server["host"])
+        answers = _ask(cluster_env, other, server["url"], [("GET", "/v1/models", None), ("GET", "/server_info", None)])
+        assert [a[0] for a in answers] == [200, 200], answers
+        assert wait_state(job.job_id, 600) == "COMPLETED"
+        assert "server: protected" not in (job.attempt / "server.log").read_text()
+    finally:
+        subprocess.run(["scancel", job.job_id], env=cluster_env, capture_output=True)
 
 
 def test_secrets_stay_out_of_a_sweep_folder(cluster_env, smoke_assets, tmp_path):
