@@ -111,6 +111,8 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
         shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
                                env=cluster_env).stdout
         assert f"JobName={NAME} " in shown and f"Comment={PAYLOAD} " in shown
+        accounted = subprocess.run(["sacct", "-j", job_id, "--json"], capture_output=True, text=True, env=cluster_env).stdout
+        assert token not in shown and token not in accounted  # no Slurm field the launcher sets holds it
         # from another node: only the job's token gets in, on every endpoint (GET /health answers anyone)
         other = next(n for n in ("node1", "node2", "node3") if n != server["host"])
         wrong = secrets.token_urlsafe(32)
