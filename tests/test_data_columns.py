@@ -72,7 +72,22 @@ def test_csv_header_and_json_array_are_read_without_datasets(tmp_path):
     array = tmp_path / "d.json"
     array.write_text(json.dumps([{"prompt": "a"}, {"prompt": "b", "solution": "c"}]))
     assert file_columns(array) == ["prompt", "solution"]
-    assert file_columns(tmp_path / "d.parquet") is None  # parquet: checked in the job
+
+
+def test_parquet_columns_come_from_its_footer_without_pyarrow(tiny_model, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"question": ["a"], "answer": ["1"], "prompt": [[{"role": "user", "content": "x"}]],
+                             "meta": [{"k": 1.5}]}), path)
+    assert file_columns(path) == ["question", "answer", "prompt", "meta"]  # nested columns: top level only
+    text = _problems(tiny_model, path, "data.prompt_column=query", "+data.reward_columns.solution=answer")
+    assert "data.prompt_column" in text and "'query'" in text and "question, answer, prompt, meta" in text
+    # counter-test: a file that is not parquet is left to the job (no column list from it)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(path.read_bytes()[:-9] + b"XPAR1")
+    assert file_columns(broken) is None
 
 
 def test_the_job_names_a_missing_column_of_a_dataset_checked_there(tiny_model, tmp_path, qa_file):

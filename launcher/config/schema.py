@@ -153,9 +153,10 @@ class DataConfig:
     data.prompt_template filled from each row (quote it on the command line: `'data.prompt_template="Solve:
     {question}"'`), with data.system_prompt put first as a system message; the reward functions get every
     column, plus the ones data.reward_columns maps (`+data.reward_columns.solution=answer`: TRL's
-    accuracy_reward reads `solution`). A local json/jsonl/csv file's columns are checked before anything is
-    queued (from its first rows); a parquet file, a folder or a hub dataset when the trainer loads it, first
-    thing in the job: the job ends at once naming the key, the missing column and the columns there are.
+    accuracy_reward reads `solution`). A local json/jsonl/csv/parquet file's columns are checked before
+    anything is queued (its first rows, a parquet file's footer); a folder or a hub dataset when the trainer
+    loads it, first thing in the job: the job ends at once naming the key, the missing column and the
+    columns there are.
     data.mixture (`[{name_or_path: a.jsonl, weight: 0.7}, {name_or_path: org/b, weight: 0.3}]`, each entry
     also with split, config_name, revision) interleaves several datasets, a row drawn from each with its
     weight's share (seeded by data.seed, stopping when one runs out); their shared columns are kept."""

@@ -1,7 +1,8 @@
 """The dataset columns a launch needs, and, for a local data file, whether it has them: checked before
-anything is queued, from the file's first rows (json/jsonl/csv with the stdlib; datasets is never imported on
-the login node). A parquet file, a dataset folder or a hub dataset is checked in the job, as soon as the
-trainer has loaded it (launcher.train.data), before the model loads and the server is needed.
+anything is queued, from the file's first rows (json/jsonl/csv with the stdlib) or a parquet file's footer
+(launcher.validate.parquet_schema, stdlib too: datasets and pyarrow are never imported on the login node). A
+dataset folder, a hub dataset, or a file whose columns cannot be read here is checked in the job, as soon as
+the trainer has loaded it (launcher.train.data), before the model loads and the server is needed.
 
 `needed_columns` is shared by both checks: the column -> the key that asks for it.
 """
@@ -16,6 +17,7 @@ from typing import Iterable, Mapping, Optional
 
 from launcher.config.schema import LaunchConfig
 from launcher.paths import local_path
+from launcher.validate.parquet_schema import ParquetError, parquet_columns
 from launcher.validate.problems import Facts, Problem
 
 HEAD_ROWS = 50  # rows read from a json/jsonl file: their keys together are the columns
@@ -66,9 +68,14 @@ def missing_columns(columns: Iterable[str], needed: Mapping[str, str], name: str
 
 
 def file_columns(path: Path) -> Optional[list[str]]:
-    """The columns of a local json/jsonl/csv file from its first rows; None when that is not knowable here
-    (parquet, arrow, a folder: checked in the job)."""
+    """The columns of a local json/jsonl/csv file from its first rows, of a parquet file from its footer; None
+    when that is not knowable here (arrow, a footer this reader does not understand: checked in the job)."""
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            return parquet_columns(path)
+        except ParquetError:
+            return None
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             return next(csv.reader(f), [])
