@@ -136,3 +136,12 @@ def test_no_dataset_at_all_is_refused_naming_the_key(tiny_model):
     with pytest.raises(InvalidConfig, match="data.name_or_path: is required"):
         build_plan(compose(f"model.name_or_path={tiny_model}", "cluster=local", "mode=colocate",
                            "data.name_or_path=null"))
+
+
+def test_a_mixture_stages_each_hub_dataset_naming_its_entry(tiny_model, qa_file):
+    from launcher.plan.hub_repos import hub_repos
+
+    plan = build_plan(compose(f"model.name_or_path={tiny_model}", "cluster=local", "mode=colocate",
+                              f"data.mixture=[{{name_or_path:'{qa_file}'}},{{name_or_path:acme/math,revision:v2}}]",
+                              "data.prompt_column=question", "+data.reward_columns.solution=answer"))
+    assert [(r.repo_id, r.revision, r.key) for r in hub_repos(plan)] == [("acme/math", "v2", "data.mixture[1].name_or_path")]
