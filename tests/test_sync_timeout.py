@@ -90,3 +90,17 @@ def test_the_optimizer_digest_matches_a_saved_state_and_tells_states_apart(tmp_p
     model(torch.ones(2, 4)).sum().backward()
     optimizer.step()
     assert optimizer_state_digest(optimizer.state_dict()["state"]) != optimizer_state_digest(loaded["state"])
+
+
+def test_a_sync_that_outlasts_the_watchdog_is_reported_in_phase_weight_sync():
+    """When the watchdog fires first (trainer.sync_timeout_s not below it: validation warns), the reason names
+    the sync's phase from the heartbeat the callback writes at the sync's begin."""
+    from launcher.jobfolder.progress import Heartbeat, TrainerPhase
+    from launcher.supervisor.monitors import TrainerWatchdog
+
+    watchdog = TrainerWatchdog(30, 0.0)
+    watchdog.update(1.0, Heartbeat(TrainerPhase.WEIGHT_SYNC.value, 4, 1.0, extra={"stage": "begin"}))
+    assert watchdog.update(20.0, None) is None
+    end = watchdog.update(40.0, None)
+    assert end.reason == ("trainer made no progress for more than trainer.watchdog_timeout_s=30 s; stalled in "
+                          "phase 'weight_sync' at step 4")

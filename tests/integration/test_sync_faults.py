@@ -46,8 +46,8 @@ def paused_in_sync(job, timeout_s: float = 600) -> dict:
     wait_file(marker, timeout_s, lambda p: p.exists() and p.stat().st_size > 0)
     paused = json.loads(marker.read_text())
     # the heartbeat's writer thread wrote "weight_sync begin" before the update's first request
-    in_sync = lambda f: (read_heartbeat(f.parent) or Heartbeat(None, None, None)).phase == "weight_sync"  # noqa: E731
-    wait_file(job.attempt / "heartbeat.json", 10, in_sync)
+    wait_file(job.attempt / "heartbeat.json", 10,
+              lambda f: (read_heartbeat(f.parent) or Heartbeat(None, None, None)).phase == "weight_sync")
     beat = read_heartbeat(job.attempt)
     assert beat.get("stage") == "begin", beat
     assert beat.pid == paused["pid"]
