@@ -99,7 +99,7 @@ def test_vllm_serve_trains_through_the_cpu_server(tmp_path, smoke_assets_local):
         assert flag in exec_line, flag
     # the CPU override comes after TRL's NCCL one: argparse keeps the last
     assert exec_line.index('{"backend": "launcher_gloo"}') > exec_line.index('{"backend": "nccl"}'), exec_line
-    assert "deprecated" not in server_log  # TRL's wrapper's FutureWarning: not in the path
+    assert "trl vllm-serve` is deprecated" not in server_log  # TRL's wrapper and its FutureWarning: not in the path
     train = [json.loads(line) for line in (attempt / "metrics.jsonl").read_text().splitlines()
              if json.loads(line).get("kind") == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
