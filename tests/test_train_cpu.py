@@ -334,16 +334,20 @@ def test_the_preflight_prepares_then_waits_for_the_handover(tmp_path, smoke_asse
 
 @pytest.mark.parametrize("broken, message", [
     ("reward.funcs=[no_such_module.reward]", "reward function 'no_such_module.reward': no importable module"),
-    ("data.name_or_path={tmp}/questions.jsonl", "has no 'prompt' column (columns: question, solution)"),
+    ("data.name_or_path={tmp}/questions.jsonl",  # checked in the job too (a hub dataset's only check)
+     "data.prompt_column: the dataset {tmp}/questions.jsonl has no column 'prompt' (its columns: question, solution)"),
 ])
 def test_a_trainer_that_fails_while_preparing_never_waits(tmp_path, smoke_assets_local, broken, message):
     """Fail fast: what breaks while preparing ends the trainer before it waits for any server
     (server.startup_timeout_s is 600 s here: a waiting trainer would outlast the test's timeout)."""
     need_training_stack()
-    (tmp_path / "questions.jsonl").write_text('{"question": "What is 2 + 2?", "solution": "4"}\n')
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"prompt": "What is 2 + 2?", "solution": "4"}\n')  # passes the check before queueing
     job = tmp_path / "job"
     write_job(job, broken.format(tmp=tmp_path))
+    # then the columns change under the queued job (as a hub dataset's are only known in the job)
+    questions.write_text('{"question": "What is 2 + 2?", "solution": "4"}\n')
     proc, attempt = run_trainer_step(job, "attempt-1", timeout=300)
     assert proc.returncode == 2, explain(proc)
-    assert message in proc.stderr and "waiting for the server" not in proc.stdout
+    assert message.format(tmp=tmp_path) in proc.stderr and "waiting for the server" not in proc.stdout
     assert progress.read_heartbeat(attempt).phase == "failed"
