@@ -66,6 +66,11 @@ def test_the_server_wrapper_hands_the_caches_to_vllm(tmp_path, smoke_assets_loca
                CUDA_VISIBLE_DEVICES="")
     for var in CACHE_VARS.values():
         env.pop(var, None)
+    env.pop("LAUNCHER_SERVER_TOKEN", None)
+    unprotected = subprocess.run([PYTHON, "-m", "launcher.components.serve"], cwd=REPO, env=env, capture_output=True,
+                                 text=True, timeout=120)
+    assert unprotected.returncode == 2 and "refusing to serve unprotected" in unprotected.stderr  # no token, no server
+    env["LAUNCHER_SERVER_TOKEN"] = "token-from-the-supervisor"
     out = subprocess.run([PYTHON, "-m", "launcher.components.serve"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
