@@ -103,6 +103,11 @@ def preflight_reason(plan: Plan, device: str) -> Optional[str]:
     return None  # CUDA; CPU in server mode (weights synced over gloo); CPU generating inside the trainer
 
 
+def entry_index(argv: list[str]) -> int:
+    """Where the trainer module starts in the plan's command: the first `-m launcher.train...` (a script's args follow)."""
+    return next(i for i in range(len(argv) - 1) if argv[i] == "-m" and argv[i + 1].startswith("launcher.train"))
+
+
 def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None, device: str = "cuda") -> list[str]:
     """The plan's `accelerate launch ... -m launcher.train` with this node's rendezvous filled in; on CPU
     with the CPU flags before the script (CPU_FLAGS)."""
@@ -111,7 +116,7 @@ def train_argv(plan: Plan, address: str, attempt_dir: Optional[Path] = None, dev
         placeholders.MACHINE_RANK: rank, placeholders.MAIN_PROCESS_IP: main_ip,
         placeholders.MAIN_PROCESS_PORT: main_port, placeholders.TRL_ACCELERATE_CONFIGS: trl_accelerate_configs()})
     if device == "cpu":
-        script = len(argv) - 2  # the plan's command ends with `-m launcher.train`
+        script = entry_index(argv)  # accelerate's flags end at `-m launcher.train[.user_script ...]`
         argv[script:script] = list(CPU_FLAGS)
     return argv
 
@@ -177,7 +182,8 @@ def main() -> None:
     if run.what == PREFLIGHT:
         argv = [plan.python, "-u", "-m", "launcher.train", f"--preflight={reason}"]
     elif run.what == PLAIN:
-        argv = [plan.python, "-u", "-m", "launcher.train"]
+        execs = list(plan.component("trainer").execs)
+        argv = [plan.python, "-u", *execs[entry_index(execs):]]  # the trainer module (and a user script's args)
     elif run.what == ACCELERATE:
         if device == "cuda" and plan.device == "cuda" and gpu_count() == 0:
             print("trainer: device=cuda but this node shows no NVIDIA GPU (CUDA_VISIBLE_DEVICES="

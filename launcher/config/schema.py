@@ -120,6 +120,8 @@ class TrainerConfig:
     group_port: Optional[int] = None  # vllm_group_port (NCCL weight sync); null = a free port per job
     watchdog_timeout_s: float = 1800.0  # no heartbeat for this long = hung trainer (covers model load)
     sync_timeout_s: float = 300.0  # one weight sync to the server (CPU/gloo) longer than this fails the job
+    script: Optional[str] = None  # your own training script (docs/bring-your-own.md); null = the launcher's trainer
+    script_args: List[str] = field(default_factory=list)  # arguments after the script (its sys.argv[1:])
     extra_args: List[str] = field(default_factory=list)  # passed through to `accelerate launch`
     env: Dict[str, str] = field(default_factory=dict)  # exported into the trainer component only
     cpus_per_gpu: Optional[int] = None  # CPUs per trainer GPU; null = the node's share (node CPUs x GPUs / node GPUs)

@@ -4,6 +4,7 @@ Layout (see docs/anatomy.md):
   <job_root>/<name>/<YYYYmmdd-HHMMSS>-<suffix>/
     config.yaml  plan.txt  plan.json  commands.txt  job.sbatch (Slurm)  submission.json
     git.txt  git.diff  (or git.txt saying it is not a git repository)
+    code/                your own code the job imports, frozen at submission (launcher.jobfolder.frozen_code)
     submitit/            submitit's pickles and the batch step's own output
     attempt-1/           supervisor.log server.log trainer.log server.json heartbeat.json
                          metrics.jsonl versions.json result.json ...
@@ -26,6 +27,7 @@ from launcher.plan.containers import wrap
 from launcher.plan.plan import Plan
 from launcher.jobfolder import names
 from launcher.jobfolder.config_record import config_yaml
+from launcher.jobfolder.frozen_code import freeze
 from launcher.jobfolder.jsonio import write_json_atomic as write_json
 from launcher.jobfolder.names import ATTEMPT_PREFIX
 
@@ -120,6 +122,12 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+def script_of(cfg: Any) -> Optional[str]:
+    """trainer.script of a typed LaunchConfig or a plain mapping."""
+    trainer = cfg.get("trainer") if isinstance(cfg, dict) else getattr(cfg, "trainer", None)
+    return (trainer.get("script") if isinstance(trainer, dict) else getattr(trainer, "script", None)) if trainer else None
+
+
 def write_snapshot(job_dir: Path, plan: Plan, cfg: Any, sbatch_script: Optional[str] = None,
                    cwd: str | os.PathLike = ".", git: Optional[tuple[str, str]] = None) -> None:
     """Everything needed to know later what ran and from what (cfg: the typed LaunchConfig, or a mapping).
@@ -130,6 +138,7 @@ def write_snapshot(job_dir: Path, plan: Plan, cfg: Any, sbatch_script: Optional[
     write_private(job_dir / names.COMMANDS, component_commands(plan, job_dir))
     if sbatch_script is not None:
         write_private(job_dir / names.SBATCH_SCRIPT, sbatch_script)
+    freeze(job_dir, os.path.abspath(cwd), script_of(cfg), plan.reward.funcs)  # what the job imports, as it is now
     summary, diff = git if git is not None else git_snapshot(cwd)
     write_private(job_dir / names.GIT_SUMMARY, summary)
     if diff:

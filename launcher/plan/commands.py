@@ -1,6 +1,7 @@
 """The exact commands the components exec: `trl vllm-serve` (or `vllm serve` with TRL's flags,
 server.entrypoint=vllm) for the server, `accelerate launch -m
-launcher.train` (or the preflight) for the trainer.
+launcher.train` (or the preflight) for the trainer; with trainer.script `-m launcher.train.user_script
+<the script as frozen under <job>/code> <trainer.script_args>` in its place.
 
 Placeholders ({host}, {port}, {machine_rank}, {main_process_ip}, {main_process_port},
 {trl_accelerate_configs}) are filled on the node (launcher/plan/placeholders.py). The job folder is no
@@ -9,8 +10,11 @@ argument: it reaches every process of the job as LAUNCHER_JOB_DIR only.
 
 from __future__ import annotations
 
+import os
+
 from launcher.config.derive import trainer_processes
 from launcher.config.schema import LaunchConfig, ServerEntrypoint, Strategy
+from launcher.plan.user_code import USER_SCRIPT, frozen_name
 from launcher.plan.placeholders import (HOST, MACHINE_RANK, MAIN_PROCESS_IP, MAIN_PROCESS_PORT, PORT,
                                         TRL_ACCELERATE_CONFIGS, marker)
 
@@ -82,7 +86,10 @@ def train_command(cfg: LaunchConfig, python: str) -> list[str]:
             "--machine_rank", marker(MACHINE_RANK),
             "--main_process_ip", marker(MAIN_PROCESS_IP), "--main_process_port", marker(MAIN_PROCESS_PORT)]
     argv += [str(a) for a in t.extra_args]
-    return argv + ["-m", "launcher.train"]
+    if t.script is None:
+        return argv + ["-m", "launcher.train"]
+    # your script, as frozen into <job>/code at submission (launcher.jobfolder.frozen_code): the job runs the copy
+    return argv + ["-m", USER_SCRIPT, frozen_name(t.script, os.getcwd()), *[str(a) for a in t.script_args]]
 
 
 def preflight_command(python: str) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 from launcher.paths import looks_local
 from launcher.plan.containers import describe as describe_container
 from launcher.plan.containers import wrap
+from launcher.plan.user_code import CODE_DIR, user_script_of
 
 
 def _where(name: str) -> str:
@@ -37,6 +38,21 @@ def what_is_trained(plan: Any) -> list[str]:
     if plan.env:
         lines.append(f"  env (every component): {' '.join(f'{k}={shlex.quote(str(v))}' for k, v in plan.env.items())}")
     return lines
+
+
+def user_script_lines(plan: Any) -> list[str]:
+    """What trainer.script runs with, and what the script's own values override."""
+    trainer = plan.component("trainer")
+    script = user_script_of(list(trainer.execs)) if trainer is not None else None
+    if not script:
+        return []
+    args = f" {shlex.join(script[1:])}" if script[1:] else ""
+    return [f"  trainer: your script {script[0]}{args}; server URL, group port, callback and output_dir given by the "
+            "launcher unless the script sets them",
+            "           the grpo keys above fill only the GRPOConfig fields your script leaves unset; data and "
+            "rewards above are not used (the script loads its own)",
+            f"           frozen at submission: {script[0]} and the files it imports from the launch directory are "
+            f"copied to <job folder>/{CODE_DIR}/ and run from there"]
 
 
 def render_plan(plan: Any) -> str:
@@ -79,6 +95,7 @@ def render_plan(plan: Any) -> str:
                      else "            server OPEN: anyone who reaches its address can use it (server.require_token=false)")
     grpo = " ".join(f"{k}={v}" for k, v in plan.grpo.items())
     lines.append(f"  grpo: {grpo}")
+    lines += user_script_lines(plan)
     if plan.preflight:
         lines.append("  trainer: preflight only (check server, generate, score; no training)")
     if plan.secret_env:

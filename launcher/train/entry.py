@@ -16,6 +16,7 @@ from typing import Optional
 
 from launcher import faulthandlers
 from launcher.jobfolder import progress
+from launcher.jobfolder.frozen_code import activate
 from launcher.jobfolder.names import SERVER_READY, VERSIONS
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.train.errors import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT_FAILED, JobError, PreflightFailed
@@ -74,6 +75,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except JobError as e:
         error(f"error: {e}")
         return EXIT_BAD_JOB
+    activate(where.job_dir)  # reward modules frozen at submission are imported from <job>/code
     beat = HeartbeatWriter(where.attempt_dir, enabled=global_rank() == 0)
     try:
         return run(load_job(where), beat, ns.preflight)
