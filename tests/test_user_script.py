@@ -205,3 +205,29 @@ def test_the_vllm_guide_script_trains_through_the_server_from_its_frozen_copy(tm
     assert (job_dir / "output" / "checkpoint-3" / "trainer_state.json").is_file()  # output_dir: the job's
     assert "trainer: your script train.py" in (job_dir / "plan.txt").read_text()
     assert "launcher.train.user_script train.py" in (job_dir / "commands.txt").read_text()
+
+
+def test_train_resumes_from_the_newest_complete_checkpoint_and_a_checkpoint_stop_ends_the_script(tmp_path):
+    from types import SimpleNamespace
+
+    from launcher.train.user_script import wrap_train
+
+    out = tmp_path / "out"
+    (out / "checkpoint-4").mkdir(parents=True)
+    (out / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (out / "checkpoint-6").mkdir()  # incomplete: no trainer_state.json
+    calls, beats = [], []
+    trainer = SimpleNamespace(args=SimpleNamespace(output_dir=str(out)), state=SimpleNamespace(global_step=5, max_steps=9))
+    trainer.train = lambda *a, **kw: calls.append(kw) or "trained"
+    job = SimpleNamespace(is_main=True)
+    callback = SimpleNamespace(checkpoint_step=None, checkpoint_path=None)
+    wrap_train(trainer, job, lambda phase, *a, **kw: beats.append((phase.value, kw)), callback)
+    assert trainer.train() == "trained" and calls[-1] == {"resume_from_checkpoint": str(out / "checkpoint-4")}
+    trainer.train(resume_from_checkpoint=None)  # the script's own choice wins
+    assert calls[-1] == {"resume_from_checkpoint": None}
+    callback.checkpoint_step, callback.checkpoint_path = 5, str(out / "checkpoint-5")
+    with pytest.raises(SystemExit) as stop:
+        trainer.train()
+    assert stop.value.code == 0 and beats[-1] == ("done", {"reason": "checkpoint", "checkpoint": str(out / "checkpoint-5")})
+    trainer.state.global_step = 9  # a checkpoint at the last step: training finished, the script goes on
+    assert trainer.train() == "trained"
