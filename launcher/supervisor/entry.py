@@ -20,7 +20,6 @@ from typing import Optional
 from launcher.jobfolder.names import JOB_DIR_ENV
 from launcher.jobfolder.records import Cause, State
 from launcher.slurm.own_job import job_info
-from launcher.supervisor.loop import Supervisor
 
 LEAVE_WAIT_S = 10.0  # how long a run that leaves no result waits for Slurm's SIGTERM of the requeue
 
@@ -60,6 +59,8 @@ def run_in_slurm_job(job_dir: str) -> dict:
     stale = _stale_result_pickle()
     if restarts and stale is not None and stale.exists():
         stale.unlink()  # an earlier run's result (a finished job requeued by hand) is not this run's
+    from launcher.supervisor.loop import Supervisor  # here, not at import: the login node pickles SlurmEntry only
+
     result = Supervisor(Path(job_dir), backend="slurm").run()
     if result.state is State.COMPLETED:
         return {"state": result.state.value, "attempt": result.attempt, "timings": result.timings}
