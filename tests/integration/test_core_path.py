@@ -116,7 +116,9 @@ def test_server_never_healthy_fails_after_startup_timeout(cluster_env, smoke_ass
     assert wait_state(job.job_id, 120) == "FAILED"
     reason = job.result()["reason"]
     assert reason.startswith("server not healthy after server.startup_timeout_s=8 s")
-    assert f"(full log: {job.attempt / 'server.log'})\nlast lines of server.log:\n" in reason
+    # the hang capture's note (launcher/supervisor/hangs.py) comes between the log's path and its tail
+    assert f"(full log: {job.attempt / 'server.log'})" in reason and "\nlast lines of server.log:\n" in reason
+    assert "hang-server.txt" in reason and (job.attempt / "hang-server.txt").is_file()
     assert "vllm" in reason.lower()  # the tail of the real server's log is in the error
     # the trainer started with the server (the overlapped start) and is stopped with it
     assert "trainer stopped (server not healthy in time)" in job.supervisor_log()
