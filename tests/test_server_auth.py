@@ -65,3 +65,22 @@ def test_only_get_health_is_exempt():
     assert _request(guard, "/health", [], method="POST")[0] == 401
     assert _request(guard, "/health/", [], method="GET")[0] == 401
     assert _request(guard, "/server_info", [], method="GET")[0] == 401
+
+
+def _plan(*overrides: str):
+    from test_containers import _plan as plan_of  # the deepmath experiment on a production-like partition
+
+    return plan_of(*overrides)
+
+
+def test_the_wrapper_guards_the_server_unless_require_token_is_off():
+    from launcher.components.serve import MissingToken, guard_args
+    from launcher.server_auth import MIDDLEWARE
+
+    protected = _plan()
+    assert guard_args(protected, {TOKEN_ENV: "t"}) == ["--middleware", MIDDLEWARE]
+    with pytest.raises(MissingToken, match="server.require_token=false opens the server"):
+        guard_args(protected, {})  # fails closed: no token, no server
+    # the counter-case: an open server gets no guard, with or without a token in its environment
+    assert guard_args(_plan("server.require_token=false"), {TOKEN_ENV: "t"}) == []
+    assert guard_args(_plan("server.require_token=false"), {}) == []

@@ -48,6 +48,21 @@ def server_argv(execs: list[str], host: str, port: int, python: str) -> list[str
     return argv
 
 
+class MissingToken(RuntimeError):
+    """server.require_token is on and the supervisor's token did not arrive: refuse to serve unprotected."""
+
+
+def guard_args(plan, env: dict[str, str]) -> list[str]:
+    """vLLM's flags that put launcher.server_auth in front of every endpoint but GET /health, or none for an
+    open server (server.require_token=false, or colocate: no server component)."""
+    if plan.mode != "server" or not plan.policies.server_token:
+        return []
+    if not env.get(TOKEN_ENV):
+        raise MissingToken(f"{TOKEN_ENV} is missing from the environment (the supervisor sets it); "
+                           "refusing to serve unprotected (server.require_token=false opens the server)")
+    return ["--middleware", MIDDLEWARE]
+
+
 def _vllm_at_least(version: tuple[int, int]) -> bool:
     from importlib.metadata import PackageNotFoundError, version as installed
 
@@ -94,13 +109,14 @@ def main() -> None:
         env.update(DEV_MODE_ENV)  # entrypoint=vllm: what `trl vllm-serve` sets before it execs `vllm serve`
     if device == "cpu":
         argv += SERVER_ARGS  # the CPU weight-transfer engine (launcher.sync); TRL's own NCCL flag comes first
-    if plan.mode == "server" and plan.policies.server_token:
-        if not env.get(TOKEN_ENV):
-            print(f"server: {TOKEN_ENV} is missing from the environment (the supervisor sets it); "
-                  "refusing to serve unprotected (server.require_token=false opens the server)", file=sys.stderr, flush=True)
-            sys.exit(EXIT_UNUSABLE)
-        argv += ["--middleware", MIDDLEWARE]  # every endpoint but GET /health needs the attempt's token
-        print("server: protected, only this job's requests get in (launcher.server_auth)", flush=True)
+    try:
+        guard = guard_args(plan, env)
+    except MissingToken as error:
+        print(f"server: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_UNUSABLE)
+    argv += guard
+    print("server: protected, only this job's requests get in (launcher.server_auth)" if guard else
+          "server: OPEN, anyone who reaches the address gets in (server.require_token=false)", flush=True)
     write_server(attempt_dir, ServerAddress(
         host=socket.gethostname(), address=address, port=port, pid=os.getpid(),
         started_at=dt.datetime.now().isoformat(timespec="seconds")))

@@ -5,12 +5,14 @@ the server wrapper writes VLLM_CPU_OMP_THREADS_BIND from the CPUs its step holds
 (launcher.components.cpus). A counter-test starts TP=2 with vLLM's own binding (`auto`, set through
 server.env) and shows the job fail, so the binding is what makes the layouts start.
 
-One job per layout runs a few GRPO steps with the weights synced at every step (launcher.sync's gloo
-engine, worker rank dp_index x TP x PP + tp_rank + 1 in the trainer's group): every step syncs and TRL's
-sampling_logp_difference stays small; the counter-test runs TP 2 x DP 2 with the sync switched off and
-sees it grow past the same bound. Each layout's job also shows the binding in the server's node record
-and server.log, COMPLETES, and leaves no process (one job per layout keeps CI's time down: a server
-start on CPU is a minute).
+One TP 2 x DP 2 job runs a few GRPO steps with the weights synced at every step (launcher.sync's gloo
+engine, worker rank dp_index x TP x PP + tp_rank + 1 in the trainer's group): every step syncs to all four
+workers and TRL's sampling_logp_difference stays small; the counter-test runs the same layout with the sync
+switched off and sees it grow past the same bound. The job also shows the binding in the server's node
+record and server.log, COMPLETES, and leaves no process. TP 2 x DP 2 alone stands for TP 2 and DP 2: it has
+both a tensor-parallel rank above 0 and a data-parallel index above 0, so every term of the rank formula
+is exercised (tests/test_sync_cpu.py pins the formula itself), and a server start on CPU costs
+CI a minute per layout.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import pytest
 
 from launcher.jobfolder.progress import read_metrics
-from launcher.jobfolder.records import State, read_result
+from launcher.jobfolder.records import read_result
 
 from .conftest import launch, wait_state
 from .test_faults import no_job_processes
@@ -89,8 +91,7 @@ def logp_differences(train: list[dict], which: str = "max") -> list[float]:
     return [r["trl"][f"sampling/sampling_logp_difference/{which}"] for r in train]
 
 
-@pytest.mark.parametrize("tp,dp", [(2, 1), (1, 2), (2, 2)], ids=["tp2", "dp2", "tp2xdp2"])
-def test_training_syncs_weights_to_every_worker(cluster_env, smoke_assets, tmp_path, name, tp, dp):
+def test_training_syncs_weights_to_every_worker(cluster_env, smoke_assets, tmp_path, name):
     """A few GRPO steps through a TP x DP server on CPU, weights synced at every step (launcher.sync).
 
     The trainer's gloo group has TP x DP + 1 members (GET /get_world_size + 1) and forms only when every
@@ -98,7 +99,7 @@ def test_training_syncs_weights_to_every_worker(cluster_env, smoke_assets, tmp_p
     collective RPC); each /update_weights returns once every worker has received the step's buckets. So
     steps that each report a sync, in a job that COMPLETED, mean every worker got every update; and the
     server's generations follow the trainer (TRL's sampling_logp_difference stays small)."""
-    steps = 4
+    tp, dp, steps = 2, 2, 4
     job, train = train_through(cluster_env, tmp_path, name, tp, dp, steps)
     trainer_log = (job.attempt / "trainer.log").read_text()
     assert "weight sync to the server over gloo" in trainer_log and "training finished" in trainer_log
