@@ -11,18 +11,16 @@ heartbeat.json, metrics.jsonl (launcher.train.metrics), versions.json, preflight
 from __future__ import annotations
 
 import argparse
-import traceback
 from typing import Optional
 
 from launcher import faulthandlers
 from launcher.jobfolder import progress
-from launcher.jobfolder.frozen_code import activate
 from launcher.jobfolder.names import SERVER_READY, VERSIONS
 from launcher.jobfolder.progress import TrainerPhase
-from launcher.train.errors import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT_FAILED, JobError, PreflightFailed
-from launcher.train.job import SERVER_URL_ENV, Job, folders, load_job
-from launcher.train.ranks import global_rank, shutdown_distributed
-from launcher.train.report import HeartbeatWriter, error, say
+from launcher.train.errors import EXIT_OK
+from launcher.train.job import Job
+from launcher.train.outcome import run_reported
+from launcher.train.report import HeartbeatWriter, say
 from launcher.train.versions import collect_versions
 
 BARE_PREFLIGHT = "--preflight"
@@ -70,27 +68,4 @@ def run(job: Job, beat: HeartbeatWriter, preflight: Optional[str]) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     faulthandlers.install("trainer")  # every rank: accelerate launch starts this entry point in each
     ns = parse_args(argv)
-    try:
-        where = folders()
-    except JobError as e:
-        error(f"error: {e}")
-        return EXIT_BAD_JOB
-    activate(where.job_dir)  # reward modules frozen at submission are imported from <job>/code
-    beat = HeartbeatWriter(where.attempt_dir, enabled=global_rank() == 0)
-    try:
-        return run(load_job(where), beat, ns.preflight)
-    except JobError as e:
-        error(f"error: {e}")
-        beat(TrainerPhase.FAILED, beat.last_step(), error=str(e), exit_code=EXIT_BAD_JOB)
-        return EXIT_BAD_JOB
-    except PreflightFailed as e:
-        error(f"preflight failed: {e}")
-        beat(TrainerPhase.FAILED, beat.last_step(), error=str(e), exit_code=EXIT_PREFLIGHT_FAILED)
-        return EXIT_PREFLIGHT_FAILED
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        error(f"training failed: {type(e).__name__}: {e}")
-        beat(TrainerPhase.FAILED, beat.last_step(), error=f"{type(e).__name__}: {e}", exit_code=EXIT_FAILED)
-        return EXIT_FAILED
-    finally:
-        shutdown_distributed()
+    return run_reported(lambda job, beat: run(job, beat, ns.preflight))

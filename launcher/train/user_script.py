@@ -25,20 +25,19 @@ import contextlib
 import inspect
 import runpy
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Optional
 
 from launcher import faulthandlers
 from launcher.jobfolder import progress
-from launcher.jobfolder.frozen_code import activate
 from launcher.jobfolder.names import VERSIONS
 from launcher.jobfolder.progress import TrainerPhase
 from launcher.plan.user_code import CODE_DIR
 from launcher.train.entry import describe
-from launcher.train.errors import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, JobError
-from launcher.train.job import Job, folders, load_job
-from launcher.train.ranks import global_rank, group_port, shutdown_distributed
+from launcher.train.errors import EXIT_BAD_JOB, EXIT_OK, JobError
+from launcher.train.job import Job
+from launcher.train.outcome import run_reported
+from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, error, say
 from launcher.train.versions import collect_versions
 
@@ -190,31 +189,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not argv:
         error("usage: python -m launcher.train.user_script <script under <job>/code> [args...]")
         return EXIT_BAD_JOB
+    return run_reported(lambda job, beat: run_script(job, beat, argv), failed="your script failed")
+
+
+def run_script(job: Job, beat: HeartbeatWriter, argv: list[str]) -> int:
+    """run(), with the script's own sys.exit (or the checkpoint stop) as its exit code."""
     try:
-        where = folders()
-    except JobError as e:
-        error(f"error: {e}")
-        return EXIT_BAD_JOB
-    activate(where.job_dir)
-    beat = HeartbeatWriter(where.attempt_dir, enabled=global_rank() == 0)
-    try:
-        return run(load_job(where), beat, argv)
-    except SystemExit as e:  # the script's own exit (or the checkpoint stop)
+        return run(job, beat, argv)
+    except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code:
             beat(TrainerPhase.FAILED, beat.last_step(), error=f"the script exited {e.code}", exit_code=code)
         return code
-    except JobError as e:
-        error(f"error: {e}")
-        beat(TrainerPhase.FAILED, beat.last_step(), error=str(e), exit_code=EXIT_BAD_JOB)
-        return EXIT_BAD_JOB
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        error(f"your script failed: {type(e).__name__}: {e}")
-        beat(TrainerPhase.FAILED, beat.last_step(), error=f"{type(e).__name__}: {e}", exit_code=EXIT_FAILED)
-        return EXIT_FAILED
-    finally:
-        shutdown_distributed()
 
 
 if __name__ == "__main__":
