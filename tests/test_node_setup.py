@@ -88,13 +88,17 @@ def test_variables_follow_the_interface_only_when_one_is_chosen():
     assert "bind the address of lo" in str(chosen)
 
 
-def test_trainer_nodes_meet_at_node_0s_address_on_the_interface(tmp_path, monkeypatch):
-    plan = build_plan(compose("+experiment=smoke", "cluster=slurm", "cluster.network_interface=ib0",
-                              "trainer.nodes=2"), FACTS)
+def two_trainer_nodes(monkeypatch, *overrides: str):
+    """The smoke job's plan with the trainer on node2 and node3 (job 77), seen from trainer node 0."""
     monkeypatch.setenv("SLURM_JOB_NODELIST", "node[2-3]")
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.delenv("LAUNCHER_BACKEND", raising=False)
     monkeypatch.setenv("SLURM_NODEID", "0")
+    return build_plan(compose("+experiment=smoke", "cluster=slurm", "trainer.nodes=2", *overrides), FACTS)
+
+
+def test_trainer_nodes_meet_at_node_0s_address_on_the_interface(tmp_path, monkeypatch):
+    plan = two_trainer_nodes(monkeypatch, "cluster.network_interface=ib0")
     with socket.socket() as taken:  # the port the job id would have given: another job holds it
         taken.bind(("127.0.0.1", 20077))
         taken.listen()
@@ -116,12 +120,7 @@ def test_trainer_nodes_meet_at_node_0s_address_on_the_interface(tmp_path, monkey
 def test_trainer_nodes_meet_through_the_record_without_an_interface(tmp_path, monkeypatch):
     """Without cluster.network_interface node 0 still publishes: its name's address and a port of its choice
     (trainer.main_process_port when set), which the other nodes read instead of guessing."""
-    plan = build_plan(compose("+experiment=smoke", "cluster=slurm", "trainer.nodes=2",
-                              "trainer.main_process_port=29555"), FACTS)
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[2-3]")
-    monkeypatch.setenv("SLURM_JOB_ID", "77")
-    monkeypatch.delenv("LAUNCHER_BACKEND", raising=False)
-    monkeypatch.setenv("SLURM_NODEID", "0")
+    plan = two_trainer_nodes(monkeypatch, "trainer.main_process_port=29555")
     assert trainer_step.rendezvous(plan, "10.213.0.12", tmp_path) == (0, "10.213.0.12", 29555)
     monkeypatch.setenv("SLURM_NODEID", "1")
     assert trainer_step.rendezvous(plan, "10.213.0.13", tmp_path) == (1, "10.213.0.12", 29555)
