@@ -97,25 +97,56 @@ def dump(why: str) -> Optional[Path]:
 
 
 def signal_component(attempt_dir: str, component: str) -> list[int]:
-    """STACKS_SIGNAL to every process on this node that runs `component` of that attempt (its environment
-    says so: LAUNCHER_ATTEMPT_DIR and LAUNCHER_COMPONENT); the pids signalled. On Slurm the supervisor runs
-    this on the component's nodes (`srun --overlap ... python -m launcher.faulthandlers`): a signal to a
-    step (`scancel --signal`) reaches only its tasks, not the processes they started (vLLM's engine core and
+    """STACKS_SIGNAL to every process on this node that runs `component` of that attempt; the pids signalled.
+    A process belongs to it when its environment says so (LAUNCHER_ATTEMPT_DIR and LAUNCHER_COMPONENT), or
+    when it descends from one that does: /proc/<pid>/environ is the memory a process got its environment
+    in, and setproctitle (vLLM titles its engine core and workers "VLLM::EngineCore", ...) overwrites it
+    with the longer title, so those processes' environ reads empty. On Slurm the supervisor runs this on
+    the component's nodes (`srun --overlap ... python -m launcher.faulthandlers`): a signal to a step
+    (`scancel --signal`) reaches only its tasks, not the processes they started (vLLM's engine core and
     workers, accelerate's ranks)."""
     wanted = {f"{ATTEMPT_DIR_ENV}={attempt_dir}".encode(), f"{COMPONENT_ENV}={component}".encode()}
+    parents, named = process_table(wanted)
     found = []
+    for pid in sorted(component_tree(parents, named)):
+        try:
+            os.kill(pid, STACKS_SIGNAL)
+            found.append(pid)
+        except OSError:
+            continue  # gone since
+    return found
+
+
+def process_table(wanted: set) -> tuple[dict[int, int], set[int]]:
+    """(pid -> parent pid of every process here, the pids whose environment holds all of `wanted`)."""
+    parents: dict[int, int] = {}
+    named: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                parents[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])  # the name may hold ")"
             with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = set(f.read().split(b"\0"))
-            if wanted <= environ:
-                os.kill(int(entry), STACKS_SIGNAL)
-                found.append(int(entry))
-        except (OSError, ProcessLookupError):
+                if wanted <= set(f.read().split(b"\0")):
+                    named.add(int(entry))
+        except (OSError, IndexError, ValueError):
             continue  # gone, or not ours to read
-    return found
+    return parents, named
+
+
+def component_tree(parents: dict[int, int], named: set[int]) -> set[int]:
+    """`named` and every process below one of them (pure: the table is read by process_table)."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    tree, todo = set(), list(named)
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo += children.get(pid, [])
+    return tree
 
 
 if __name__ == "__main__":

@@ -125,6 +125,54 @@ def test_the_component_comes_from_the_step_wrapper(tmp_path):
 
 # ----------------------------------------------------------------------------- the capture, real processes
 
+# a component's process that starts a child which titles itself as vLLM's engine core does (setproctitle
+# overwrites the memory /proc/<pid>/environ reads), then both wait, stuck
+TITLED = """
+import os, sys, time
+from launcher import faulthandlers
+faulthandlers.install()
+r, w = os.pipe()
+if os.fork() == 0:
+    import setproctitle
+    setproctitle.setproctitle("VLLM::EngineCore")
+    faulthandlers.install()
+    print("child", os.getpid(), flush=True)
+    os.read(r, 1)
+print("parent", os.getpid(), flush=True)
+os.read(r, 1)
+"""
+
+
+def test_the_helper_signals_processes_whose_environ_a_process_title_wiped(tmp_path):
+    """What the helper step does on a component's node (launcher.faulthandlers.signal_component): the
+    titled child's environ no longer names the component (so matching by environment alone misses it,
+    as it missed the engine core on the cluster), yet it is signalled through its parent and dumps."""
+    from launcher.faulthandlers import signal_component
+
+    env = dict(os.environ, LAUNCHER_ATTEMPT_DIR=str(tmp_path), LAUNCHER_COMPONENT="server",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([PYTHON, "-c", TITLED], env=env, stdout=subprocess.PIPE, text=True)
+    said: dict[str, str] = {}
+    try:
+        said.update(proc.stdout.readline().split() for _ in range(2))
+        parent, child = int(said["parent"]), int(said["child"])
+        assert f"LAUNCHER_ATTEMPT_DIR={tmp_path}".encode() in Path(f"/proc/{parent}/environ").read_bytes()
+        assert f"LAUNCHER_ATTEMPT_DIR={tmp_path}".encode() not in Path(f"/proc/{child}/environ").read_bytes()
+        assert signal_component(str(tmp_path), "trainer") == []  # another component's: nobody
+        assert signal_component(str(tmp_path), "server") == sorted([parent, child])
+        host = os.uname().nodename
+        files = [tmp_path / STACKS_DIR / f"server-{host}-{pid}.txt" for pid in (parent, child)]
+        deadline = time.monotonic() + 10
+        while not all(f.stat().st_size for f in files) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all("most recent call first" in f.read_text() for f in files), [f.read_text() for f in files]
+    finally:
+        for pid in [int(said[k]) for k in ("child",) if k in said]:
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
 
 def test_capture_of_a_hung_local_step_holds_the_stuck_frame(tmp_path):
     step = start_stuck(tmp_path)
