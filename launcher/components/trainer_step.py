@@ -36,6 +36,7 @@ from launcher.components.common import become, decide_device, describe_node, nod
 from launcher.components.cpus import thread_env
 from launcher.components.network import network_env, publish_rendezvous, step_address, wait_rendezvous
 from launcher.jobfolder.layout import load_plan
+from launcher.jobfolder.tracking import job_tracking_env
 from launcher.node import NoSuchInterface, free_port, gpu_count, slurm_hostnames
 from launcher.plan import placeholders
 from launcher.plan.plan import Plan
@@ -174,6 +175,7 @@ def main() -> None:
     if plan.policies.group_port:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
     device = decide_device(plan, env)
+    env.update(job_tracking_env(plan, job_dir, env))  # every attempt continues the job's one W&B / TensorBoard run
     reason = preflight_reason(plan, device)
     run = node_run(plan, device, rank, reason)
     if run.message:

@@ -184,6 +184,20 @@ class RewardConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking (docs/tracking.md), turned on by grpo.report_to (TRL's key: [wandb, tensorboard]). One
+    W&B run per job: its id is made at submission and kept in the job folder, so every attempt of a requeued job
+    continues it; TensorBoard writes <job>/tensorboard. The W&B API key comes from your environment only
+    (WANDB_API_KEY, in cluster.secret_env)."""
+
+    project: Optional[str] = None  # W&B project; null = $WANDB_PROJECT, else the job's name
+    entity: Optional[str] = None  # W&B entity (team or user); null = $WANDB_ENTITY, else your default
+    group: Optional[str] = None  # W&B group; null = sweep-<sweep folder name> for a sweep's points, $WANDB_RUN_GROUP or none for one job
+    tags: List[str] = field(default_factory=list)  # W&B tags (a sweep's points also get sweep-<sweep folder name>)
+    wandb_mode: Optional[str] = None  # online, offline or disabled; null = offline when cluster.offline, else $WANDB_MODE or online
+
+
+@dataclass
 class ClusterConfig:
     backend: Backend = Backend.slurm  # set by the cluster group (cluster=slurm | cluster=local)
     partition: Optional[str] = None
@@ -226,6 +240,7 @@ class LaunchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # W&B / TensorBoard (grpo.report_to turns them on)
     grpo: Dict[str, Any] = field(default_factory=dict)  # any trl.GRPOConfig field
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

@@ -28,6 +28,7 @@ from launcher.plan.plan import Plan
 from launcher.jobfolder import names
 from launcher.jobfolder.config_record import config_yaml
 from launcher.jobfolder.frozen_code import freeze
+from launcher.jobfolder.tracking import ensure_run
 from launcher.jobfolder.jsonio import write_json_atomic as write_json
 from launcher.jobfolder.names import ATTEMPT_PREFIX
 
@@ -139,6 +140,7 @@ def write_snapshot(job_dir: Path, plan: Plan, cfg: Any, sbatch_script: Optional[
     if sbatch_script is not None:
         write_private(job_dir / names.SBATCH_SCRIPT, sbatch_script)
     freeze(job_dir, os.path.abspath(cwd), script_of(cfg), plan.reward.funcs)  # what the job imports, as it is now
+    ensure_run(job_dir, plan)  # the W&B / TensorBoard run every attempt continues (nothing without grpo.report_to)
     summary, diff = git if git is not None else git_snapshot(cwd)
     write_private(job_dir / names.GIT_SUMMARY, summary)
     if diff:

@@ -2,6 +2,8 @@
 
   <job_root>/<name>/<YYYYmmdd-HHMMSS>-<suffix>/     the job folder (private, never written over)
     config.yaml plan.txt plan.json commands.txt job.sbatch submission.json git.txt git.diff sweep_point.json
+    tracking.json wandb-config.yaml                W&B / TensorBoard: one run per job (launcher.jobfolder.tracking)
+    wandb/ tensorboard/                            that run's files, written by every attempt
     submitit/                                      submitit's pickles and the batch step's own output
     attempt-1/ attempt-2/ ...                      one per run of the job (a requeue starts the next)
       supervisor.log server.log trainer.log        each component's log
@@ -23,6 +25,9 @@ SUBMISSION = "submission.json"
 GIT_SUMMARY = "git.txt"
 GIT_DIFF = "git.diff"
 SWEEP_POINT = "sweep_point.json"
+TRACKING = "tracking.json"  # the job's W&B run (id, project, group, name, tags): every attempt continues it
+WANDB_CONFIG = "wandb-config.yaml"  # the launch's config in W&B's config-file format (WANDB_CONFIG_PATHS)
+TENSORBOARD_DIR = "tensorboard"  # every attempt's TensorBoard event files (TENSORBOARD_LOGGING_DIR)
 SUBMITIT_DIR = "submitit"
 ATTEMPT_PREFIX = "attempt-"
 

@@ -20,6 +20,8 @@ from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, R
 from launcher.validate.problems import Facts, InvalidConfig
 from launcher.validate.resources import ResourceRequest, component_request
 from launcher.validate.rules import validate
+from launcher.validate.tracking import tracked
+from launcher.plan.plan import TrackingSpec
 from launcher.validate.sbatch_options import SBATCH_SHORT
 from launcher.walltime import parse_walltime
 
@@ -79,6 +81,17 @@ def _data(cfg: LaunchConfig) -> DataSpec:
                     revision=first.get("revision", d.revision), prompt_column=d.prompt_column,
                     prompt_template=d.prompt_template, system_prompt=d.system_prompt,
                     reward_columns=dict(d.reward_columns), mixture=mixture, seed=seed)
+
+
+def _tracking(cfg: LaunchConfig) -> Optional[TrackingSpec]:
+    """The W&B / TensorBoard run of the job; W&B offline by itself on offline nodes (cluster.offline)."""
+    backends = tracked(cfg)
+    if not backends:
+        return None
+    t = cfg.tracking
+    mode = t.wandb_mode or ("offline" if cfg.cluster.offline else None)
+    return TrackingSpec(backends=backends, project=t.project, entity=t.entity, group=t.group,
+                        tags=[str(tag) for tag in t.tags], wandb_mode=mode)
 
 
 def _policies(cfg: LaunchConfig) -> Policies:
@@ -158,4 +171,4 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
                           timeout_s=None if cfg.reward.timeout_s is None else float(cfg.reward.timeout_s)),
         warnings=warnings, offline=bool(cluster.offline), hf_home=cluster.hf_home,
         cache_dir=os.path.realpath(os.path.expanduser(cluster.cache_dir)) if cluster.cache_dir
-        else os.path.join(job_root, ".cache"))
+        else os.path.join(job_root, ".cache"), tracking=_tracking(cfg))

@@ -73,6 +73,26 @@ class RewardSpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """grpo.report_to's W&B / TensorBoard with tracking.* (launcher.jobfolder.tracking makes the job's run from it)."""
+
+    backends: list  # the ones kept as one run per job: "wandb", "tensorboard"
+    project: Optional[str] = None  # null: $WANDB_PROJECT at submission, else the job's name
+    entity: Optional[str] = None
+    group: Optional[str] = None  # null: the sweep's folder name for a sweep's points
+    tags: list = field(default_factory=list)
+    wandb_mode: Optional[str] = None  # resolved: offline when cluster.offline; null = $WANDB_MODE or online
+
+    @property
+    def wandb(self) -> bool:
+        return "wandb" in self.backends
+
+    @property
+    def tensorboard(self) -> bool:
+        return "tensorboard" in self.backends
+
+
+@dataclass(frozen=True)
 class Policies:
     startup_timeout_s: float
     health_grace_s: float
@@ -115,6 +135,7 @@ class Plan:
     offline: bool = False  # cluster.offline: the hub model and dataset are staged at submission, the job runs offline
     hf_home: Optional[str] = None  # the Hugging Face cache the job reads (HF_HOME), when set or offline
     cache_dir: Optional[str] = None  # the root of the server's compile caches (launcher/components/caches.py)
+    tracking: Optional[TrackingSpec] = None  # W&B / TensorBoard, one run per job (None: neither in grpo.report_to)
 
     def component(self, name: str) -> Optional[Component]:
         return next((c for c in self.components if c.name == name), None)
@@ -136,11 +157,12 @@ class Plan:
         data["model"] = ModelSpec(**data["model"])
         data["data"] = DataSpec(**data["data"])
         data["reward"] = RewardSpec(**data["reward"])
+        data["tracking"] = TrackingSpec(**data["tracking"]) if data.get("tracking") else None
         return cls(**data)
 
     def __str__(self) -> str:
         return render_plan(self)
 
 
-__all__ = ["Component", "DataSpec", "InvalidConfig", "ModelSpec", "Plan", "Policies", "Problem", "RewardSpec",
+__all__ = ["Component", "DataSpec", "InvalidConfig", "TrackingSpec", "ModelSpec", "Plan", "Policies", "Problem", "RewardSpec",
            "render_plan"]

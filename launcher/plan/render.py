@@ -55,6 +55,21 @@ def user_script_lines(plan: Any) -> list[str]:
             f"copied to <job folder>/{CODE_DIR}/ and run from there"]
 
 
+def tracking_lines(plan) -> list[str]:
+    """What the job logs to; one run per job, every attempt continuing it (launcher.jobfolder.tracking)."""
+    t = getattr(plan, "tracking", None)
+    if t is None:
+        return []
+    where = []
+    if t.wandb:
+        named = ", ".join(f"{k} {v}" for k, v in (("project", t.project), ("entity", t.entity), ("group", t.group),
+                                                  ("mode", t.wandb_mode)) if v)
+        where.append(f"W&B ({named or 'names from the launch'}) under <job>/wandb")
+    if t.tensorboard:
+        where.append("TensorBoard in <job>/tensorboard")
+    return [f"  tracking: {'; '.join(where)}: one run per job, continued by every attempt (tracking.json)"]
+
+
 def render_plan(plan: Any) -> str:
     """The plan as people read it (`plan` is a launcher.plan.plan.Plan)."""
     lines = [f"Plan: {plan.name}  ({plan.backend} backend, {plan.mode} mode, device {plan.device}, "
@@ -96,6 +111,7 @@ def render_plan(plan: Any) -> str:
     grpo = " ".join(f"{k}={v}" for k, v in plan.grpo.items())
     lines.append(f"  grpo: {grpo}")
     lines += user_script_lines(plan)
+    lines += tracking_lines(plan)
     if plan.preflight:
         lines.append("  trainer: preflight only (check server, generate, score; no training)")
     if plan.secret_env:

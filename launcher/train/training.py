@@ -37,6 +37,7 @@ from launcher.train.handover import server_url
 from launcher.train.job import Job
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, say
+from launcher.train.tracking import check_installed, mark_resume
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
@@ -118,6 +119,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     from launcher.train.callback import LauncherCallback  # imports transformers: only when training
 
     started = time.time()
+    check_installed(job)  # W&B / TensorBoard missing: end now, naming grpo.report_to
     args = build_grpo_config(job)
     is_main = job.is_main
 
@@ -154,6 +156,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     callback.attach(trainer)
 
     resume = _resume_point(args.output_dir, is_main)
+    mark_resume(job, resume)  # TensorBoard goes on from the checkpoint's step, not from an earlier attempt's last
     beat(TrainerPhase.TRAIN, resume_from=resume)
     trainer.train(resume_from_checkpoint=resume)
     step = trainer.state.global_step

@@ -39,6 +39,7 @@ from launcher.train.job import Job
 from launcher.train.outcome import run_reported
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, error, say
+from launcher.train.tracking import check_installed, mark_resume
 from launcher.train.versions import collect_versions
 
 FILLED = "_launcher_filled"  # on each GRPOConfig: the fields the launcher filled
@@ -97,6 +98,7 @@ def wrap_train(trainer: Any, job: Job, beat: HeartbeatWriter, callback: Any) -> 
 
     def train(*args, **kwargs):
         kwargs = _resume_kwargs(job, trainer.args.output_dir, args, kwargs)
+        mark_resume(job, kwargs.get("resume_from_checkpoint"))
         beat(TrainerPhase.TRAIN, resume_from=kwargs.get("resume_from_checkpoint"))
         result = original(*args, **kwargs)
         step = trainer.state.global_step
@@ -173,6 +175,7 @@ def run(job: Job, beat: HeartbeatWriter, argv: list[str]) -> int:
             "and output_dir given by the launcher unless the script sets them")
         progress.write_json_atomic(job.attempt_dir / VERSIONS, collect_versions(job.device))
     beat(TrainerPhase.LOAD_DATA, script=argv[0])  # what the script does first is its own (data, model)
+    check_installed(job)
     install(job, beat)
     sys.argv = [str(script), *argv[1:]]
     sys.path.insert(0, str(script.parent))  # as `python script.py` does

@@ -29,6 +29,7 @@ from launcher.validate.problems import EXIT_INVALID_CONFIG, Facts, InvalidConfig
 from launcher.validate.resources import check_resources
 from launcher.validate.slurm import check_sbatch, check_slurm_controller, check_slurm_facts
 from launcher.validate.user_script import check_user_script
+from launcher.validate.tracking import check_tracking
 from launcher.validate.topology import (check_counts, check_cpu_trainer, check_data_parallel_dense, check_local_gpus,
                                         check_server_settings, check_server_topology, check_tensor_parallel_heads)
 
@@ -40,7 +41,7 @@ RULES: tuple[Rule, ...] = (
     check_timeouts, check_server_settings, check_ports, check_paths, check_columns, check_local_files, check_rewards, check_env,
     check_sbatch, check_local_gpus, check_slurm_facts, check_resources, check_cpu_server, check_network_interface,
     check_grpo_ranges, check_reward_modules, check_model_context, check_containers, check_cpu_trainer,
-    check_user_script,
+    check_user_script, check_tracking,
 )
 
 

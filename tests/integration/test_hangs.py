@@ -2,10 +2,12 @@
 for by a helper step beside the component's (`srun --overlap ... python -m launcher.faulthandlers`;
 launcher/faulthandlers.py, launcher/supervisor/hangs.py).
 
-One job: the real vLLM CPU server (component 0) and GRPO on CPU (trainer.use_vllm=false) whose reward
-returns at once until the test says otherwise, then blocks in a C call. First the test asks the healthy
-server for its stacks (vLLM's processes registered the handler through the `launcher_stacks` plugin) and
-checks the server keeps serving; then it makes the reward hang: the watchdog
+One job: the real vLLM CPU server (component 0) and GRPO on CPU training through it (generation on the
+server, the weights synced at every step) whose reward returns at once until the test says otherwise, then
+blocks in a C call. First the test asks the healthy server for its stacks (vLLM's processes registered the
+handler through the `launcher_stacks` plugin): `scancel --signal` reaches the API server only, the helper
+step every process, vLLM's engine core included (found through its parent: its process title wiped the
+environment the helper matches); the server keeps serving. Then it makes the reward hang: the watchdog
 ends the job, and the reason names hang-trainer.txt, which holds the stuck frame of the trainer on its node.
 """
 
@@ -24,8 +26,7 @@ from launcher.health import Health, check
 from launcher.jobfolder.records import Cause, read_result, read_server_ready
 from launcher.jobfolder.progress import read_heartbeat
 
-from .conftest import launch, wait_file, wait_state
-from .test_faults import no_job_processes, report
+from .conftest import launch, no_job_processes, report, wait_file, wait_state
 
 pytestmark = pytest.mark.cluster
 
@@ -65,7 +66,7 @@ def dumped(folder: Path, component: str) -> list[Path]:
 
 def test_stacks_of_steps_on_other_nodes_and_a_hung_trainer_diagnosed(cluster_env, smoke_assets, tmp_path, name):
     (tmp_path / "hang_rewards.py").write_text(REWARDS)
-    job = launch(cluster_env, tmp_path, f"name={name}", "trainer.use_vllm=false", "grpo.max_steps=10000",
+    job = launch(cluster_env, tmp_path, f"name={name}", "grpo.max_steps=10000",
                  "grpo.save_steps=10000", "reward.funcs=[hang_rewards.hangs_when_told]", "reward.timeout_s=null",
                  "trainer.watchdog_timeout_s=20", f"+cluster.env.PYTHONPATH={tmp_path}")
     wait_file(job.job_dir / "attempt-1" / "server_ready.json", 600)
@@ -81,12 +82,17 @@ def test_stacks_of_steps_on_other_nodes_and_a_hung_trainer_diagnosed(cluster_env
     wait_file(stacks, 30, lambda p: len(dumped(p, "server")) >= 1)
     time.sleep(2)  # the other processes would have answered by now, were they signalled
     assert len(dumped(stacks, "server")) == 1
+    assert "vllm/v1/engine/core.py" not in dumped(stacks, "server")[0].read_text()  # the API server's
     helper = subprocess.run(["srun", f"--jobid={job.job_id}", "--het-group=0", "--nodes=1", "--ntasks-per-node=1",
                              "--overlap", sys.executable, "-m", "launcher.faulthandlers", str(job.attempt), "server"],
                             env=cluster_env, capture_output=True, text=True, timeout=60)
     assert helper.returncode == 0 and re.search(r"node1: SIGURG to [2-9] process\(es\)", helper.stdout), helper
-    text = "\n".join(p.read_text() for p in dumped(stacks, "server"))
+    answered = {p.name: p.read_text() for p in dumped(stacks, "server")}
+    text = "\n".join(answered.values())
     assert "most recent call first" in text and "vllm/entrypoints" in text, text[:3000]
+    # the engine core's own file (by scancel's way above it stayed empty: one file answered then)
+    assert any("vllm/v1/engine/core.py" in t and "vllm/entrypoints" not in t for t in answered.values()), \
+        {n: t[:1500] for n, t in answered.items()}
     assert check(url) is Health.OK and read_result(job.attempt) is None
 
     # the trainer stuck in its reward: the watchdog, then the supervisor's capture on the trainer's node
