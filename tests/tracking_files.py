@@ -34,6 +34,8 @@ def wandb_records(path: Path) -> list:
             at += left  # a block's tail too short for a record header is padding
             continue
         length, kind = struct.unpack("<HB", raw[at + 4:at + 7])
+        if at + 7 + length > len(raw):
+            break  # the last record of a process killed while writing it
         chunk = raw[at + 7:at + 7 + length]
         at += 7 + length
         if kind == 0 and length == 0:
