@@ -78,11 +78,17 @@ class Launched:
         return (self.attempt / "supervisor.log").read_text()
 
 
+# GRPO steps of an integration job unless the test says otherwise: enough to sync weights node to node at
+# every step; the smoke experiment's 30 steps (the reward rises) are proven by tests/test_local_backend.py,
+# and each further step costs CI ~2.7 s per job on the 2-core machine
+STEPS = 4
+
+
 def launch(env: dict, job_root: Path, *overrides: str) -> Launched:
     """`python -m launcher +experiment=smoke cluster=slurm ...` as a user would run it; returns at once."""
     # --enforce-eager halves vLLM's CPU start (no graph capture); generation speed is irrelevant here
     argv = [sys.executable, "-m", "launcher", "+experiment=smoke", "cluster=slurm", f"cluster.job_root={job_root}",
-            "server.enforce_eager=true", *overrides]
+            "server.enforce_eager=true", f"grpo.max_steps={STEPS}", *overrides]  # a test's own max_steps wins
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     match = re.search(r"submitted job (\d+); job folder (\S+)", out.stdout)

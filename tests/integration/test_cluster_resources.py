@@ -21,7 +21,7 @@ import pytest
 from launcher.jobfolder.layout import latest_attempt
 from launcher.plan.plan import Plan
 
-from .conftest import STATE, launch, wait_no_orphans, wait_state
+from .conftest import STATE, STEPS, launch, wait_no_orphans, wait_state
 
 pytestmark = pytest.mark.cluster
 
@@ -97,5 +97,5 @@ def test_confined_het_job_gets_its_cpus_and_uses_the_chosen_interface(confining,
     assert node["trainer"]["host"] != server["host"]
     # the weights went node to node over ib0 too (gloo binds the address that routes to trainer rank 0)
     rows = [json.loads(line) for line in (attempt / "metrics.jsonl").read_text().splitlines()]
-    assert [r["weight_sync_s"] > 0 for r in rows if r.get("kind") == "train"] == [True] * 30
+    assert [r["weight_sync_s"] > 0 for r in rows if r.get("kind") == "train"] == [True] * STEPS
     assert wait_no_orphans() == []

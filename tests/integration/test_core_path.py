@@ -17,7 +17,7 @@ import pytest
 
 from launcher.jobfolder.progress import read_heartbeat
 
-from .conftest import launch, orphans, wait_file, wait_no_orphans, wait_state
+from .conftest import STEPS, launch, orphans, wait_file, wait_no_orphans, wait_state
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +46,7 @@ def test_smoke_job_completes_across_nodes(cluster_env, smoke_assets, tmp_path):
     assert versions["host"] == "node2" and versions["trl"].startswith("1.16")  # component 1 on node B reached node A
     rows = [json.loads(line) for line in (job.attempt / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("kind") == "train"]
-    assert len(rows) == 30 and all(r["weight_sync_s"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert len(rows) == STEPS and all(r["weight_sync_s"] > 0 and r["tokens_per_s"] > 0 for r in rows)
     # node B's weights reached node A's server at every step: its samples follow the trainer
     difference = [r["trl"]["sampling/sampling_logp_difference/mean"] for r in rows]
     assert max(difference) < 0.02, difference

@@ -57,7 +57,7 @@ def _experiment(tmp_path: Path) -> Path:
         "trainer": {"env": {"HOSTILE_TRAINER": PAYLOAD}},
         "cluster": {"env": {"HOSTILE_ALL": WITH_NEWLINE}, "sbatch": {"comment": PAYLOAD},
                     "secret_env": ["HF_TOKEN", "WANDB_API_KEY", "MY_SERVICE_TOKEN"]},
-        "grpo": {"run_name": WITH_NEWLINE, "max_steps": 40, "save_steps": 1000},
+        "grpo": {"run_name": WITH_NEWLINE, "max_steps": 20, "save_steps": 1000},
     }
     path = conf / "hostile.yaml"
     path.write_text("# @package _global_\n" + yaml.safe_dump(body, allow_unicode=True))
@@ -137,7 +137,7 @@ def test_hostile_values_never_execute_and_secrets_stay_in_the_environment(cluste
 
         assert wait_state(job_id, 900) == "COMPLETED"  # and the job trained through the guard, syncing every step
         train = [r for r in read_metrics(attempt) if r.get("kind") == "train"]
-        assert len(train) == 40 and all((r.get("weight_sync_s") or 0) > 0 for r in train)
+        assert len(train) == 20 and all((r.get("weight_sync_s") or 0) > 0 for r in train)
     finally:
         subprocess.run(["scancel", job_id], env=cluster_env, capture_output=True)
 

@@ -194,7 +194,7 @@ def test_interrupted_sweep_leaves_an_accurate_manifest_and_resume_submits_the_re
 
 def test_report_status_and_logs_on_jobs_that_ran(cluster_env, smoke_assets, tmp_path, name):
     # the real server at TP 1 and 2 (on these GPU-less nodes vLLM runs on CPU, its workers bound by the wrapper)
-    out = sweep(cluster_env, tmp_path, name, "server.tensor_parallel_size=1,2")
+    out = sweep(cluster_env, tmp_path, name, "server.tensor_parallel_size=1,2", "grpo.max_steps=4")
     assert out.returncode == 0, out.stdout + out.stderr
     points = Manifest(tmp_path / "sweep").read()
     ids = [p["job_id"] for p in points]
