@@ -41,9 +41,11 @@ def _plan(*overrides: str) -> Plan:
     return build_plan(cfg, FACTS)
 
 
-def _with(plan: Plan, container) -> Plan:
-    return dataclasses.replace(plan, components=[dataclasses.replace(c, container=container)
-                                                 for c in plan.components])
+def _with(plan: Plan, container, cache_dir=None) -> Plan:
+    """The plan with `container` for both components; the compile caches at `cache_dir` (None: none, so that
+    the binds a test looks at are the container's own and the job folder's)."""
+    return dataclasses.replace(plan, cache_dir=cache_dir, components=[dataclasses.replace(c, container=container)
+                                                                      for c in plan.components])
 
 
 def rendered_steps(plan: Plan) -> str:
@@ -53,7 +55,8 @@ def rendered_steps(plan: Plan) -> str:
 
 @pytest.mark.parametrize("runtime", sorted(IMAGES))
 def test_golden_step_argv_per_runtime(runtime):
-    plan = _with(_plan("cluster.setup=['module load cuda/12.4']"), IMAGES[runtime])
+    # the compile caches on shared storage outside the job root: bound at their own path (launcher.components.caches)
+    plan = _with(_plan("cluster.setup=['module load cuda/12.4']"), IMAGES[runtime], cache_dir="/shared/caches")
     text = rendered_steps(plan)
     golden = GOLDEN / f"container_{runtime}.steps"
     if UPDATE:
@@ -105,7 +108,7 @@ def test_component_keys_override_the_clusters_key_by_key(tmp_path):
     assert plan.component("server").container is None  # runtime=none: this component on the host
     back = Plan.from_json(plan.to_json())  # what the job reads
     assert back.component("trainer").container == trainer and back.component("server").container is None
-    assert (f"in:   apptainer {t}; mounts /data:/data; + the job root {tmp_path}/jobs and the Hugging Face cache"
+    assert (f"in:   apptainer {t}; mounts /data:/data; + the job root {tmp_path}/jobs, the Hugging Face cache and the compile caches"
             in str(plan))
     # the job root, not each job folder, is bound: a read-only directory image (ch-run) has it made once
     argv = SlurmSteps(plan).argv(plan.component("trainer"), dict(ENV, LAUNCHER_JOB_DIR=f"{tmp_path}/jobs/n/1"))

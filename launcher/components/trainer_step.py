@@ -17,7 +17,9 @@ and a port free on node 0, which node 0 publishes in rendezvous.json for the oth
 accelerate configs) and exports VLLM_HOST_IP, this node's routable address (the vLLM workers dial the
 trainer's rank 0 for the weight-sync group), on cluster.network_interface if set
 (launcher.components.network). Before it execs, the node's hygiene runs, the local ranks share the CPUs
-the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), and the node record is written.
+the step sees (OMP_NUM_THREADS and friends, launcher.components.cpus), the trainer's compile caches
+(TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR, and VLLM_CACHE_ROOT in colocate mode, where vLLM runs in the
+trainer) go to the shared cache_dir (launcher.components.caches), and the node record is written.
 The job folder reaches the trainer in LAUNCHER_JOB_DIR, as it reached this step.
 """
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from launcher.components.caches import cache_env
 from launcher.components.common import become, decide_device, describe_node, node_setup, write_node_record
 from launcher.components.cpus import thread_env
 from launcher.components.network import network_env, publish_rendezvous, step_address, wait_rendezvous
@@ -176,6 +179,9 @@ def main() -> None:
         env["LAUNCHER_GROUP_PORT"] = str(plan.policies.group_port)
     device = decide_device(plan, env)
     env.update(job_tracking_env(plan, job_dir, env))  # every attempt continues the job's one W&B / TensorBoard run
+    caches = cache_env(plan, device, env, component="trainer")  # its own compile caches (and vLLM's in colocate)
+    env.update(caches)
+    record.update(caches=caches)
     reason = preflight_reason(plan, device)
     run = node_run(plan, device, rank, reason)
     if run.message:

@@ -218,7 +218,7 @@ class ClusterConfig:
     offline: bool = False  # nodes without internet: stage the hub model + dataset into hf_home at submission (docs/offline.md)
     hf_home: Optional[str] = None  # the Hugging Face cache the nodes share (HF_HOME); null = $HF_HOME, else ~/.cache/huggingface
     job_root: str = "jobs"  # job folders go under <job_root>/<name>/
-    cache_dir: Optional[str] = None  # the server's compile caches (vLLM, Triton, Inductor), shared storage; null = <job_root>/.cache
+    cache_dir: Optional[str] = None  # compile caches (vLLM, Triton, Inductor) of the server and the trainer, keyed per component, on storage the nodes share (bound into containers); null = <job_root>/.cache
     signal_before_end_s: int = 300  # USR2 this long before walltime: checkpoint, then requeue
     max_requeues: int = 3  # requeues after preemption or walltime (0 = never)
     requeue_on_node_failure: bool = False  # a lost node: false = the job ends FAILED naming it; true = requeue + resume

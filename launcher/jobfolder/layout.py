@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from launcher import __version__
 from launcher.plan import placeholders
-from launcher.plan.containers import wrap
+from launcher.plan.containers import shared_folders, wrap
 from launcher.plan.plan import Plan
 from launcher.jobfolder import names
 from launcher.jobfolder.config_record import config_yaml
@@ -77,9 +77,8 @@ def component_commands(plan: Plan, job_dir: Path) -> str:
         lines.append(shlex.join(c.step))
         container = getattr(c, "container", None)
         if container is not None:
-            shared = [os.path.abspath(os.path.expanduser(plan.hf_home))] if plan.hf_home else []
             flags, inside = wrap(container, list(c.step), plan.device != "cpu" and c.gpus_per_node > 0,
-                                 str(job_dir), shared)
+                                 str(job_dir), shared_folders(plan))
             note = " (srun flags, then the step)" if flags else ""
             lines.append(f"# {c.name}: in its {container.runtime} image{note}")
             lines.append(shlex.join(flags + inside))

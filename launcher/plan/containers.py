@@ -4,8 +4,9 @@ a component's step argv inside its image for each runtime (used by the superviso
 local backend). The supervisor itself always stays on the host.
 
 What every runtime is given: the job root bound at its own path (LAUNCHER_JOB_DIR means the same inside),
-the host network (the server's address is the node's: pyxis, apptainer and ch-run do not make a network
-namespace), the host environment (LAUNCHER_*, VLLM_HOST_IP, SLURM_*, CUDA_VISIBLE_DEVICES; pyxis is told the
+the Hugging Face cache and the compile caches (cluster.hf_home, cluster.cache_dir: shared_folders) bound at
+their own paths too (what one attempt compiles the next finds), the host network (the server's address is
+the node's: pyxis, apptainer and ch-run do not make a network namespace), the host environment (LAUNCHER_*, VLLM_HOST_IP, SLURM_*, CUDA_VISIBLE_DEVICES; pyxis is told the
 names with --container-env so that they win over the image's own ENV), and the GPUs as the runtime needs
 them (pyxis: none, the GPUs are Slurm's; apptainer/singularity: --nv; charliecloud: none at run time, the
 image is prepared once with `ch-fromhost --nvidia`). docs/containers.md.
@@ -13,6 +14,7 @@ image is prepared once with `ch-fromhost --nvidia`). docs/containers.md.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -60,6 +62,14 @@ def from_dict(data: Optional[dict[str, Any]]) -> Optional[Container]:
     return Container(**data) if data else None
 
 
+def shared_folders(plan: Any) -> list[str]:
+    """The host folders every contained step gets bound at their own path besides the job root: the Hugging
+    Face cache the job reads (plan.hf_home) and the compile caches (plan.cache_dir, launcher.components.caches),
+    absolute. One under the job root (cache_dir's default) is covered by the job root's bind."""
+    found = [getattr(plan, "hf_home", None), getattr(plan, "cache_dir", None)]
+    return list(dict.fromkeys(os.path.abspath(os.path.expanduser(str(p))) for p in found if p))
+
+
 def _covered(path: str, mounts: list[str]) -> bool:
     """A mount already binds `path`, or a folder above it, at its own path."""
     for mount in mounts:
@@ -81,8 +91,9 @@ def _mounts(container: Container, same_paths: Sequence[str]) -> list[str]:
 def wrap(container: Optional[Container], argv: list[str], uses_gpus: bool,
          job_dir: Optional[str] = None, shared: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(extra srun flags, the argv the step runs) for `argv` inside `container` (None: unchanged).
-    The container's job root (else `job_dir`) and the `shared` host folders (absolute: the Hugging Face cache
-    the job reads) are bound at their own paths unless a mount already has them as its source."""
+    The container's job root (else `job_dir`) and the `shared` host folders (absolute: shared_folders, the
+    Hugging Face cache the job reads and the compile caches) are bound at their own paths unless a mount
+    already has them as its source."""
     if container is None:
         return [], list(argv)
     mounts = _mounts(container, [p for p in (container.job_root or job_dir, *shared) if p])
@@ -127,5 +138,5 @@ def describe(container: Optional[Container]) -> str:
     if container.flags:
         parts.append(f"flags {' '.join(container.flags)}")
     parts.append(f"+ the job root {container.job_root}" if container.job_root else "+ the job folder")
-    parts[-1] += " and the Hugging Face cache"
+    parts[-1] += ", the Hugging Face cache and the compile caches"
     return "; ".join(parts)

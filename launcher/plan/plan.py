@@ -134,7 +134,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     offline: bool = False  # cluster.offline: the hub model and dataset are staged at submission, the job runs offline
     hf_home: Optional[str] = None  # the Hugging Face cache the job reads (HF_HOME), when set or offline
-    cache_dir: Optional[str] = None  # the root of the server's compile caches (launcher/components/caches.py)
+    cache_dir: Optional[str] = None  # the root of the components' compile caches (launcher/components/caches.py)
     tracking: Optional[TrackingSpec] = None  # W&B / TensorBoard, one run per job (None: neither in grpo.report_to)
 
     def component(self, name: str) -> Optional[Component]:

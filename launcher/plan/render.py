@@ -7,7 +7,7 @@ from typing import Any
 
 from launcher.paths import looks_local
 from launcher.plan.containers import describe as describe_container
-from launcher.plan.containers import wrap
+from launcher.plan.containers import shared_folders, wrap
 from launcher.plan.user_code import CODE_DIR, user_script_of
 
 
@@ -86,9 +86,8 @@ def render_plan(plan: Any) -> str:
         container = getattr(c, "container", None)
         lines.append(f"           in:   {describe_container(container)}")
         if container is not None:
-            hf_home = getattr(plan, "hf_home", None)
             flags, argv = wrap(container, list(c.step), plan.device != "cpu" and c.gpus_per_node > 0,
-                               "<job folder>", [hf_home] if hf_home else [])
+                               "<job folder>", shared_folders(plan))
             srun = f"srun ... {shlex.join(flags)} " if flags else "srun ... "
             lines.append(f"           step: {srun}{shlex.join(argv)}")
         if c.env:

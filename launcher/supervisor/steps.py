@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Mapping, Optional, Protocol
 
 from launcher.jobfolder.logs import tail_text
-from launcher.plan.containers import wrap
+from launcher.plan.containers import shared_folders, wrap
 from launcher.plan.plan import Component, Plan
 from launcher.slurm.allocation import component_cpus
 from launcher.slurm.transient import srun_transient_line
@@ -133,13 +133,20 @@ def srun_transient_error(step) -> Optional[str]:
 
 def _contained(plan: Plan, component: Component, env: Optional[Mapping[str, str]]) -> tuple[list[str], list[str]]:
     """(srun flags, argv) of the component's step inside its container (plan/containers.py), the job root
-    (else the job folder, LAUNCHER_JOB_DIR) and the Hugging Face cache the job reads (plan.hf_home) bound at their own paths."""
+    (else the job folder, LAUNCHER_JOB_DIR), the Hugging Face cache the job reads (plan.hf_home) and the compile
+    caches (plan.cache_dir) bound at their own paths."""
     job_dir = (os.environ if env is None else env).get("LAUNCHER_JOB_DIR")
     uses_gpus = plan.device != "cpu" and component.gpus_per_node > 0
-    hf_home = getattr(plan, "hf_home", None)
     return wrap(getattr(component, "container", None), list(component.step), uses_gpus,
-                os.path.abspath(job_dir) if job_dir else None,
-                [os.path.abspath(os.path.expanduser(hf_home))] if hf_home else [])
+                os.path.abspath(job_dir) if job_dir else None, shared_folders(plan))
+
+
+def _make_bound_folders(plan: Plan, component: Component) -> None:
+    """A runtime cannot bind a folder that is not there (ch-run, apptainer: 'no such file'): the shared
+    caches a contained step gets are made first, here on the host (the supervisor sees the nodes' storage)."""
+    if getattr(component, "container", None) is not None:
+        for folder in shared_folders(plan):
+            os.makedirs(folder, exist_ok=True)
 
 
 def _runtime_env(component: Component, env: dict[str, str]) -> dict[str, str]:
@@ -171,6 +178,7 @@ class LocalSteps:
         if component.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in component.gpus)
         _, step = _contained(self.plan, component, env)  # pyxis is refused for the local backend
+        _make_bound_folders(self.plan, component)
         return ProcessStep(component.name, _wrapped(self.plan, component, step), _runtime_env(component, env), log)
 
 
@@ -204,6 +212,7 @@ class SlurmSteps:
 
     def start(self, component: Component, env: dict[str, str], log: Path) -> Step:
         env = _runtime_env(component, dict(env, LAUNCHER_BACKEND="slurm"))
+        _make_bound_folders(self.plan, component)
         return ProcessStep(component.name, self.argv(component, env), env, log)
 
     def signal_stacks(self, name: str, attempt_dir: Path, timeout_s: float = STACKS_SRUN_S) -> tuple[bool, str]:

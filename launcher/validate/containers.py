@@ -9,8 +9,9 @@ naming the key the value came from (the component's own, else the cluster's):
 - runtime flags that would cut the step off from the job (apptainer --cleanenv/--containall/--net, ch-run
   --unset-env): the launcher's variables and the node's address must reach the process inside;
 - a read-only charliecloud directory image without a folder at a bind target (a mount's, the job root's,
-  the Hugging Face cache's): ch-run 0.31 makes them only in a writable image (-w); a target under /tmp is
-  the node's own /tmp, which ch-run binds over the image's (unless -t/--private-tmp); and a warning when no
+  the Hugging Face cache's, cluster.cache_dir's outside the job root): ch-run 0.31 makes them only in a
+  writable image (-w); a target under /tmp is the node's own /tmp, which ch-run binds over the image's
+  (unless -t/--private-tmp); and a warning when no
   cluster.hf_home (nor a bind or variable) gives the job a writable Hugging Face cache in such an image;
 - the runtime's executable: on the local backend it must be on PATH here (error), and pyxis needs srun (error);
   on Slurm apptainer/singularity/ch-run run on the compute nodes, so one missing here is a warning; pyxis is
@@ -115,13 +116,19 @@ def _component(cfg: LaunchConfig, component: str, own: ContainerConfig) -> list[
 
 def _charliecloud_targets(cfg: LaunchConfig, image: str, key: dict[str, str], mounts: list, flags: list) -> list[Problem]:
     """ch-run binds only onto folders the image has unless it is mounted writable (-w): the mount targets,
-    the job root and the Hugging Face cache must exist in a read-only directory image."""
+    the job root, the Hugging Face cache and a cache_dir outside the job root must exist in a read-only
+    directory image."""
     if any(str(f) in ("-w", "--write") for f in flags):
         return []
     targets = [(key["mounts"], str(m).split(":")[1]) for m in mounts if len(str(m).split(":")) >= 2]
-    targets.append(("cluster.job_root", os.path.realpath(os.path.expanduser(str(cfg.cluster.job_root)))))
+    job_root = os.path.realpath(os.path.expanduser(str(cfg.cluster.job_root)))
+    targets.append(("cluster.job_root", job_root))
     if cfg.cluster.hf_home:
         targets.append(("cluster.hf_home", os.path.abspath(os.path.expanduser(str(cfg.cluster.hf_home)))))
+    if cfg.cluster.cache_dir:  # the compile caches, bound at their own path unless under the job root
+        cache_dir = os.path.realpath(os.path.expanduser(str(cfg.cluster.cache_dir)))
+        if not (cache_dir + "/").startswith(job_root.rstrip("/") + "/"):
+            targets.append(("cluster.cache_dir", cache_dir))
     root = os.path.expanduser(image)
     # ch-run binds the node's /tmp over the image's unless -t/--private-tmp: a target under it is there
     shared_tmp = not any(str(f) in ("-t", "--private-tmp") for f in flags)
