@@ -11,7 +11,11 @@ the marker, injects the fault, and lets the trainer go on (a resume marker) wher
   health grace;
 - the trainer killed mid-update, then the job requeued: the next attempt gets a fresh server, resumes from the
   checkpoint's weights and optimizer state (resume.json's digests equal the checkpoint's files', and differ
-  from a fresh model's) and trains to the end.
+  from a fresh model's) and trains on. The same job then goes through the other two ways a running job is
+  requeued and resumed (they were a job of their own in test_faults.py; one job now pays for the start
+  once): an operator's `scontrol requeue` (SIGTERM) and a preemption by an `urgent` job on the trainer's node
+  (USR2 with GraceTime 10 s: a checkpoint on request). Every attempt starts a fresh server, resumes from a
+  checkpoint's weights and optimizer state (compared as above) and syncs at every step; the last completes.
 
 Measured times are printed as `FAULT <fault> -> <end state> in <s> s, orphans <n>` (run with -s) and collected
 in docs/faults.md.
@@ -24,16 +28,15 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from launcher.jobfolder.progress import Heartbeat, read_heartbeat, read_metrics
+from launcher.jobfolder.progress import Heartbeat, read_checkpoint_done, read_heartbeat
 from launcher.jobfolder.records import Cause, State, read_result
 from launcher.sync import PAUSE_SYNC_ENV, PAUSED_MARKER, RESUME_MARKER
 
-from .conftest import launch, wait_file, wait_state
-from .test_faults import first_metrics_step, name, no_job_processes, report, resumed_from, result_of  # noqa: F401
+from .conftest import (assert_resumed_state, descendants, first_metrics_step, launch, no_job_processes, report,
+                       result_of, resumed_from, synced_every_step, wait_file, wait_state, wait_step)
 
 pytestmark = pytest.mark.cluster
 
@@ -56,23 +59,6 @@ def paused_in_sync(job, timeout_s: float = 600) -> dict:
 
 def go_on(job) -> None:
     (job.job_dir / RESUME_MARKER).write_text("go on\n")
-
-
-def server_processes(pid: int) -> list[int]:
-    """The server's API process and everything under it (vLLM's engine core and workers)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
 
 
 def test_server_killed_during_an_update_fails_the_job(cluster_env, smoke_assets, tmp_path, name):
@@ -104,7 +90,7 @@ def test_server_frozen_during_an_update_fails_by_sync_timeout_naming_the_phase(c
                  "trainer.sync_timeout_s=15", "server.health_grace_s=240", "trainer.watchdog_timeout_s=300")
     paused_in_sync(job)
     server = json.loads((job.attempt / "server.json").read_text())
-    frozen_pids = server_processes(server["pid"])
+    frozen_pids = descendants([server["pid"]])  # the API server and all under it
     assert len(frozen_pids) >= 2, frozen_pids  # the API server and vLLM's engine core at least
     frozen = time.time()
     for pid in frozen_pids:
@@ -125,23 +111,16 @@ def test_server_frozen_during_an_update_fails_by_sync_timeout_naming_the_phase(c
     assert left == []
 
 
-def _digests(checkpoint: Path, fresh_model: Path) -> tuple[str, str, str]:
-    """(checkpoint weights, checkpoint optimizer state, fresh model weights), digested as resume.json is."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from launcher.train.rank_record import weights_digest
-    from launcher.train.resume_record import optimizer_state_digest
-
-    saved = weights_digest(AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32))
-    optimizer = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
-    fresh = weights_digest(AutoModelForCausalLM.from_pretrained(fresh_model, dtype=torch.float32))
-    return saved, optimizer_state_digest(optimizer["state"]), fresh
-
-
-def test_trainer_killed_during_an_update_then_requeued_resumes_on_a_fresh_server(cluster_env, smoke_assets,
-                                                                                 tmp_path, name):
-    job = launch(cluster_env, tmp_path, f"name={name}", *SHORT, f"+cluster.env.{PAUSE_SYNC_ENV}=4")
+def test_trainer_killed_during_an_update_then_requeued_preempted_resumes_each_time_on_a_fresh_server(
+        cluster_env, smoke_assets, tmp_path, name):
+    """attempt 1: the trainer killed mid-update -> FAILED; `scontrol requeue` -> attempt 2 resumes from the last
+    checkpoint; attempt 2: an operator's `scontrol requeue` (SIGTERM) -> REQUEUED, attempt 3 resumes from the
+    last periodic checkpoint; attempt 3: preempted (grace partition, USR2) -> a checkpoint now, REQUEUED,
+    attempt 4 resumes from exactly that checkpoint and completes."""
+    # the trainer owns its node, so the preemptor displaces this job only (other tests share the cluster)
+    job = launch(cluster_env, tmp_path, f"name={name}", "grpo.max_steps=14", "grpo.save_steps=2",
+                 f"+cluster.env.{PAUSE_SYNC_ENV}=4", "cluster.partition=grace", "+trainer.sbatch.exclusive=true",
+                 "cluster.checkpoint_timeout_s=20")
     paused = paused_in_sync(job)
     checkpoints = sorted((job.job_dir / "output").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert checkpoints, "no checkpoint before the fault"
@@ -156,28 +135,60 @@ def test_trainer_killed_during_an_update_then_requeued_resumes_on_a_fresh_server
     report("trainer killed (SIGKILL) during a weight update", "FAILED", ended, left)
     assert left == []
 
+    # 1 -> 2: the failed job requeued by hand
     requeued = time.time()
     subprocess.run(["scontrol", "requeue", job.job_id], check=True, env=cluster_env, capture_output=True)
     resumed = resumed_from(job, 2)
     assert resumed == int(checkpoints[-1].name.split("-")[1]), (resumed, checkpoints)
     print(f"\nMEASURED scontrol requeue -> attempt 2 resumed from checkpoint-{resumed} in {time.time() - requeued:.1f} s")
-    assert wait_state(job.job_id, 600) == "COMPLETED"
-    done = time.time() - requeued
-    assert first_metrics_step(job, 2) == resumed + 1  # attempt 2 trained on from the checkpoint
-    servers = [json.loads((job.job_dir / f"attempt-{n}" / "server.json").read_text()) for n in (1, 2)]
-    assert servers[0]["started_at"] != servers[1]["started_at"] or servers[0]["pid"] != servers[1]["pid"]
     log = (job.job_dir / "attempt-2" / "trainer.log").read_text(errors="replace")
     assert "paused after /start_weight_update" not in log  # once per job: attempt 2 synced straight through
-    rows = [r for r in read_metrics(job.job_dir / "attempt-2") if r.get("kind") == "train"]
-    assert rows and all((r.get("weight_sync_s") or 0) > 0 for r in rows), rows  # it synced at every step
 
-    # resume from the checkpoint's weights and optimizer state, not from a fresh model
-    record = json.loads((job.job_dir / "attempt-2" / "resume.json").read_text())
-    assert record["step"] == resumed
-    saved, optimizer, fresh = _digests(job.job_dir / "output" / f"checkpoint-{resumed}", smoke_assets / "model")
-    assert record["weights_sha256"] == saved
-    assert saved != fresh  # the smoke reward learns: the weights moved, so this comparison can fail
-    assert record["optimizer_tensors"] > 0 and record["optimizer_sha256"] == optimizer
+    # 2 -> 3: an operator's requeue of the running job (SIGTERM in KillWait); no checkpoint on request
+    wait_step(job, resumed + 3, attempt=2)
+    assert first_metrics_step(job, 2) == resumed + 1  # the step count continues
+    requeued = time.time()
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, env=cluster_env)
+    second = result_of(job, 2, 60)
+    report("scontrol requeue (SIGTERM)", second.state.value, time.time() - requeued, [])
+    assert second.state is State.REQUEUED and second.cause is Cause.REQUEUE, second
+    periodic = resumed_from(job, 3)
+    print(f"\nMEASURED scontrol requeue -> attempt 3 resumed from checkpoint-{periodic} in {time.time() - requeued:.1f} s")
+    assert periodic > resumed and periodic % 2 == 0
+    assert result_pickles(job) == []  # no attempt so far left anything to be read as the job's result
+
+    # 3 -> 4: preempted by an urgent job on the trainer's node: a checkpoint on request, then the requeue
+    beat = wait_step(job, periodic + 1, attempt=3)
+    preempted = time.time()
+    subprocess.run(["sbatch", "-p", "urgent", "-w", beat.host, "-J", name, "-o", "/dev/null", "--wrap", "sleep 45"],
+                   check=True, env=cluster_env, capture_output=True)
+    third = result_of(job, 3, 120)
+    decided = time.time() - preempted
+    assert third.state is State.REQUEUED and third.cause is Cause.PREEMPTION, third
+    done = read_checkpoint_done(job.job_dir / "attempt-3")
+    assert done and "checkpoint at step" in third.reason, third
+    report("preemption (grace partition, USR2)", "REQUEUED", decided, [])
+    assert resumed_from(job, 4) == done["step"]  # the checkpoint taken for the preemption
+    assert wait_state(job.job_id, 600) == "COMPLETED"
+    finished = time.time() - preempted
+
+    # every attempt after the first: a fresh server, the checkpoint's weights and optimizer state, synced
+    for attempt, step in ((2, resumed), (3, periodic), (4, done["step"])):
+        assert first_metrics_step(job, attempt) == step + 1, attempt
+        synced_every_step(job, attempt)
+        assert_resumed_state(job, attempt, step, smoke_assets / "model")
+    servers = [json.loads((job.job_dir / f"attempt-{n}" / "server.json").read_text()) for n in (1, 2, 3, 4)]
+    assert len({(s["host"], s["pid"], s["started_at"]) for s in servers}) == 4  # a fresh server every attempt
+    for n in (1, 2, 3, 4):
+        for log_name in ("supervisor.log", "server.log", "trainer.log"):
+            assert (job.job_dir / f"attempt-{n}" / log_name).stat().st_size > 0, (n, log_name)
+    assert "restart 3 of job" in (job.job_dir / "attempt-4" / "supervisor.log").read_text()
+    assert [p.name for p in result_pickles(job)] == [f"{job.job_id}_0_result.pkl"]
     left = no_job_processes(job, 60)
-    report("trainer killed during an update, then scontrol requeue: resumed and COMPLETED", "COMPLETED", done, left)
+    report("trainer killed mid-update, requeue, requeue, preemption: resumed each time, COMPLETED", "COMPLETED",
+           finished, left)
     assert left == []
+
+
+def result_pickles(job) -> list:
+    return sorted((job.job_dir / "submitit").glob("*_result.pkl"))
