@@ -141,7 +141,7 @@ def test_the_trainer_env_continues_the_run_and_holds_no_secret(tmp_path):
                       wandb_mode="offline")
     env = tracking_env(SPEC, run, tmp_path)
     assert env == {"WANDB_RUN_ID": "abc12345", "WANDB_RESUME": "allow", "WANDB_PROJECT": "p", "WANDB_NAME": "n",
-                   "WANDB_DIR": str(tmp_path), "WANDB_CONFIG_PATHS": str(tmp_path / "wandb-config.yaml"),
+                   "WANDB_DIR": str(tmp_path),
                    "WANDB_ENTITY": "e", "WANDB_RUN_GROUP": "g", "WANDB_MODE": "offline", "WANDB_TAGS": "a,b",
                    "TENSORBOARD_LOGGING_DIR": str(tmp_path / "tensorboard")}
     assert tracking_env(TrackingSpec(backends=["tensorboard"]), run, tmp_path) == {
@@ -264,3 +264,26 @@ def test_one_axis_and_offline_runs_read_what_they_claim(tmp_path):
 def test_the_docs_say_how_to_sync_an_offline_run():
     text = (REPO / "docs" / "tracking.md").read_text()
     assert "wandb sync" in text and "grpo.report_to" in text
+
+
+def test_the_launch_config_joins_the_wandb_runs_config(tmp_path, monkeypatch):
+    """A real W&B run (offline, in tmp_path): the callback adds wandb-config.yaml's launch config and sweep
+    point to the config TRL logged; without W&B in grpo.report_to there is no callback."""
+    import wandb
+    from transformers import TrainerState
+
+    from launcher.train.tracking import tracking_callbacks
+
+    (tmp_path / names.WANDB_CONFIG).write_text(
+        "launch:\n  value: {name: smoke, model: {name_or_path: tiny}}\nsweep_point:\n  value: {index: 3}\n")
+    assert tracking_callbacks(FakeJob(tmp_path, TrackingSpec(backends=["tensorboard"]))) == []
+    (callback,) = tracking_callbacks(FakeJob(tmp_path, SPEC))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run = wandb.init(project="p", config={"max_steps": 8})
+    try:
+        callback.on_train_begin(None, TrainerState(), None)
+        assert run.config["launch"] == {"name": "smoke", "model": {"name_or_path": "tiny"}}
+        assert run.config["sweep_point"] == {"index": 3} and run.config["max_steps"] == 8
+    finally:
+        run.finish()

@@ -48,8 +48,9 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_run(folder: Path) -> dict:
-    """An offline run's id, project, name, group, tags, config and the train/global_step of each history row."""
+def wandb_run(folder: Path, tag: str = "train/loss") -> dict:
+    """An offline run's id, project, name, group, tags, config and the train/global_step of each history row
+    that holds `tag`."""
     (path,) = folder.glob("run-*.wandb")
     found: dict = {"steps": [], "config": {}}
     for record in wandb_records(path):
@@ -63,7 +64,7 @@ def wandb_run(folder: Path) -> dict:
             found["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            if "train/global_step" in row and any(k.startswith("train/") and k != "train/global_step" for k in row):
+            if "train/global_step" in row and tag in row:
                 found["steps"].append(int(row["train/global_step"]))
     return found
 

@@ -66,10 +66,9 @@ def tracking_env(spec: TrackingSpec, run: TrackingRun, job_dir: Path) -> dict[st
     env: dict[str, str] = {}
     if spec.wandb:
         env.update(WANDB_RUN_ID=run.run_id, WANDB_RESUME="allow", WANDB_PROJECT=run.project, WANDB_NAME=run.name,
-                   WANDB_DIR=str(job_dir), WANDB_CONFIG_PATHS=str(job_dir / names.WANDB_CONFIG))
-        for key, value in (("WANDB_ENTITY", run.entity), ("WANDB_RUN_GROUP", run.group), ("WANDB_MODE", run.wandb_mode)):
-            if value:
-                env[key] = value
+                   WANDB_DIR=str(job_dir))
+        named = (("WANDB_ENTITY", run.entity), ("WANDB_RUN_GROUP", run.group), ("WANDB_MODE", run.wandb_mode))
+        env.update({key: value for key, value in named if value})
         if run.tags:
             env["WANDB_TAGS"] = ",".join(run.tags)
     if spec.tensorboard:
@@ -78,14 +77,24 @@ def tracking_env(spec: TrackingSpec, run: TrackingRun, job_dir: Path) -> dict[st
 
 
 def wandb_config(config_text: str, sweep_point: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """The launch's config (config.yaml) and the sweep point, in W&B's config-file format ({key: {value: ...}}),
-    which W&B loads into the run's config (WANDB_CONFIG_PATHS) beside TRL's GRPOConfig."""
+    """The launch's config (config.yaml) and the sweep point, in W&B's config-file format ({key: {value: ...}});
+    the trainer adds them to the run's config beside TRL's GRPOConfig (launcher.train.tracking). Not through
+    WANDB_CONFIG_PATHS: W&B's SDK no longer reads that one from the environment (a str is refused as a list)."""
     import yaml
 
     found: dict[str, Any] = {"launch": {"value": yaml.safe_load(config_text) or {}}}
     if sweep_point:
         found["sweep_point"] = {"value": dict(sweep_point)}
     return found
+
+
+def read_wandb_config(job_dir: Path) -> dict[str, Any]:
+    """wandb-config.yaml's values ({} when there is none)."""
+    import yaml
+
+    path = Path(job_dir) / names.WANDB_CONFIG
+    found = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return {k: v.get("value") for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
 
 
 def read_run(job_dir: Path) -> Optional[TrackingRun]:

@@ -1,6 +1,7 @@
 """The trainer's side of the job's one tracking run (launcher.jobfolder.tracking decides it; the trainer step
 exports its WANDB_* / TENSORBOARD_LOGGING_DIR): check first thing that the backends grpo.report_to names are
-installed in this Python, and when an attempt resumes, tell TensorBoard where the run goes on.
+installed in this Python, add the launch's config to the W&B run's config, and when an attempt resumes, tell
+TensorBoard where the run goes on.
 
 A requeued attempt resumes from the newest checkpoint, so the steps an earlier attempt logged after it come
 again. transformers' TensorBoardCallback opens a new event file per attempt in the one folder; before it does,
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.jobfolder.names import TENSORBOARD_DIR
+from launcher.jobfolder.tracking import read_wandb_config
 from launcher.train.errors import JobError
 from launcher.train.job import Job
 from launcher.validate.tracking import INSTALL_HINT, PACKAGES
@@ -66,3 +68,20 @@ def mark_resume(job: Job, checkpoint: Optional[str]) -> Optional[int]:
     writer.add_event(Event(step=first, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
     writer.close()
     return first
+
+
+def tracking_callbacks(job: Job) -> list:
+    """With W&B: a callback that adds the launch's config (and the sweep point) to the run's config once TRL's
+    WandbCallback has started the run (it runs first: report_to's callbacks come before the trainer's own)."""
+    spec = job.plan.tracking
+    if spec is None or not spec.wandb:
+        return []
+    from transformers import TrainerCallback
+
+    class LaunchConfigToWandb(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            wandb = sys.modules.get("wandb")  # imported by WandbCallback when the run reports to W&B
+            if state.is_world_process_zero and wandb is not None and getattr(wandb, "run", None) is not None:
+                wandb.config.update(read_wandb_config(job.job_dir), allow_val_change=True)
+
+    return [LaunchConfigToWandb()]

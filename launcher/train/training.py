@@ -37,7 +37,7 @@ from launcher.train.handover import server_url
 from launcher.train.job import Job
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, say
-from launcher.train.tracking import check_installed, mark_resume
+from launcher.train.tracking import check_installed, mark_resume, tracking_callbacks
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
@@ -152,7 +152,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     callback = LauncherCallback(job.attempt_dir, beat, is_main)
     with weight_sync(job), job_token():  # the token's client subclasses whichever client weight_sync put there
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                              processing_class=processing_class, callbacks=[callback])
+                              processing_class=processing_class, callbacks=[callback, *tracking_callbacks(job)])
     callback.attach(trainer)
 
     resume = _resume_point(args.output_dir, is_main)

@@ -39,7 +39,7 @@ from launcher.train.job import Job
 from launcher.train.outcome import run_reported
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, error, say
-from launcher.train.tracking import check_installed, mark_resume
+from launcher.train.tracking import check_installed, mark_resume, tracking_callbacks
 from launcher.train.versions import collect_versions
 
 FILLED = "_launcher_filled"  # on each GRPOConfig: the fields the launcher filled
@@ -131,7 +131,7 @@ def patch_trainer(cls: type, config_cls: type, job: Job, beat: HeartbeatWriter) 
             setattr(config, URL_FIELD, server_url(job, beat))
         beat(TrainerPhase.BUILD_TRAINER)
         callback = LauncherCallback(job.attempt_dir, beat, job.is_main)
-        bound.arguments["callbacks"] = [*(bound.arguments.get("callbacks") or []), callback]
+        bound.arguments["callbacks"] = [*(bound.arguments.get("callbacks") or []), callback, *tracking_callbacks(job)]
         # on CPU the gloo client (launcher.sync), and the job's token on the server's requests, as launcher.train
         with (weight_sync(job) if server else contextlib.nullcontext()), job_token():
             original(*bound.args, **bound.kwargs)

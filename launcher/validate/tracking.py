@@ -59,7 +59,8 @@ def check_tracking(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
                                     "hold a newline or any of / \\ # ? % :"))
     for tag in tracking.tags:
         if not str(tag).strip() or len(str(tag)) > 64 or any(c in str(tag) for c in "\n,"):
-            problems.append(Problem(("tracking.tags",), f"{tag!r} is not a W&B tag (1 to 64 characters, one line, no comma)"))
+            problems.append(Problem(("tracking.tags",),
+                                    f"{tag!r} is not a W&B tag (1 to 64 characters, one line, no comma)"))
     problems += _installed(cfg, names)
     return problems
 
