@@ -152,7 +152,10 @@ def _show(roles) -> str:
 
 
 def test_smoke_job_runs_both_components_inside_the_image(cluster_env, smoke_assets, image, tmp_path):
-    job, roles, seconds = _run(cluster_env, tmp_path)
+    # the compile caches outside the job root (and outside /tmp, which ch-run binds anyway): a folder the image
+    # has (scripts/build-test-image), bound by the launcher at its own path; kept between runs, as in a sweep
+    caches = Path.home() / ".cache" / "launcher-compile"
+    job, roles, seconds = _run(cluster_env, tmp_path, f"cluster.cache_dir={caches}")
     server, trainer, supervisor = roles.get("smoke-server", []), roles.get("smoke-trainer", []), roles.get("supervisor", [])
     # the components themselves (vLLM's server, the trainer), not only helpers they started, were seen
     assert _ran(server, "vllm") and _ran(trainer, "launcher.components.trainer_step", "launcher.train"), _show(roles)
@@ -163,6 +166,15 @@ def test_smoke_job_runs_both_components_inside_the_image(cluster_env, smoke_asse
     # both wrote their records through the bound job folder, from inside
     assert (job.attempt / "node-server-node1.json").exists() and (job.attempt / "node-trainer-node2.json").exists()
     assert json.loads((job.attempt / "versions.json").read_text())["host"] == "node2"
+    # the caches each component was given are in the bound folder, and what vLLM's CPU kernels compiled there
+    # is on the host: the image's own folder at that path is empty, so it came through the bind
+    given = {name: json.loads((job.attempt / f"node-{name}-{node}.json").read_text())["caches"]
+             for name, node in (("server", "node1"), ("trainer", "node2"))}
+    assert set(given["server"]) == {"VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"}, given
+    assert set(given["trainer"]) == {"TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"}, given  # server mode: no vLLM
+    assert all(p.startswith(f"{caches}/compile/") for folders in given.values() for p in folders.values()), given
+    assert any(Path(given["server"]["VLLM_CACHE_ROOT"]).parent.rglob("*")), given  # the server's key folder
+    assert not any((IMAGE / str(caches).lstrip("/")).iterdir())
     print(f"\nMEASURED container smoke job (3 steps) {seconds:.0f} s; processes seen: server {len(server)}, "
           f"trainer {len(trainer)}, supervisor {len(supervisor)}")
 
