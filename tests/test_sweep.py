@@ -23,7 +23,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import fake_executable
-from launcher.sweep.manifest import Manifest, point_key, retire_job, upsert
+from launcher.sweep.journal import JOURNAL, parse_points
+from launcher.sweep.manifest import MANIFEST, Manifest, point_key, retire_job, upsert
 from launcher.sweep.points import PointConfigs, expand
 from launcher.sweep.resume import reconcile_submitting, resume_mode
 
@@ -247,6 +248,46 @@ def test_a_signal_during_a_submission_lets_it_finish_and_be_recorded(fake, tmp_p
     assert points[0]["job_id"] == "1000" and len(fake.calls("sbatch")) == 1
     assert f"{sig.name}: stopping the sweep after the point being submitted" in stderr
     assert "1 of 3 points went in; 2 still to submit" in stderr
+    # the stop folded the journal into manifest.jsonl: the file alone is the accurate record
+    assert not (tmp_path / "sweep" / JOURNAL).exists()
+    assert parse_points((tmp_path / "sweep" / MANIFEST).read_text()) == points
+
+
+def test_a_hard_killed_sweep_leaves_its_journal_and_status_and_resume_read_it(fake, tmp_path):
+    # SIGKILL to the whole group while the second point's sbatch runs: nothing of the sweep's own can run
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "-m", "+experiment=deepmath", "cluster=slurm",
+                             "cluster.job_root=jobs", "cluster.submit_rate_per_s=1", "grpo.learning_rate=1e-6,2e-6,3e-6",
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                            env=fake.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    manifest = Manifest(tmp_path / "sweep")
+    while not any(p["status"] == "submitted" for p in manifest.read()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (fake.dir / "sbatch_sleep").write_text("60")  # the next sbatch (a second away: the rate limit) hangs
+    while not (fake.dir / "sbatch_started").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (fake.dir / "sbatch_started").exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    sweep_dir = tmp_path / "sweep"
+    # manifest.jsonl still says what the start wrote; the journal holds what happened since, and readers see it
+    assert [p["status"] for p in parse_points((sweep_dir / MANIFEST).read_text())] == ["pending"] * 3
+    points = Manifest(sweep_dir).read()
+    assert [p["status"] for p in points] == ["submitted", "submitting", "pending"]
+    assert points[0]["job_id"] == "1000" and Path(points[1]["job_dir"]).is_dir()
+
+    (fake.dir / "sbatch_sleep").unlink()
+    status = fake.jobs("status", str(sweep_dir))
+    assert status.returncode == 0 and "1000" in status.stdout, status.stdout + status.stderr
+    resumed = fake.jobs("resume", str(sweep_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # the killed sbatch left no job (no submission.json, squeue lists none): that point goes in again, once
+    assert resumed.stderr.count("not submitted again") == 1
+    points = Manifest(sweep_dir).read()
+    assert [p["status"] for p in points] == ["submitted"] * 3 and points[0]["job_id"] == "1000"
+    assert len({p["job_id"] for p in points}) == 3 and len(fake.calls("sbatch")) == 4
+    assert not (sweep_dir / JOURNAL).exists()  # the end of the resumed sweep folded it in
 
 
 def test_dry_run_sweep_records_points_without_submitting(fake, tmp_path):

@@ -15,11 +15,11 @@ each records the point in the manifest at once, so the manifest always says what
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from launcher.jobfolder.jsonio import write_json_atomic
 from launcher.sweep.manifest import POINT_FILE, REJECTED, SUBMIT_FAILED, SUBMITTED, SUBMITTING, now_iso, retire_job
 from launcher.sweep.table import shorten
 
@@ -43,8 +43,8 @@ class PointEvents:
         self.overrides = list(overrides)
 
     def edit(self):
-        """This point's row, to change; written back atomically (not fsynced: docs/sweeps.md says why)."""
-        return self.run.manifest.edit_point(self.index, self.overrides, durable=False)
+        """This point's row, to change; recorded as one line of the manifest's journal (launcher.sweep.journal)."""
+        return self.run.manifest.edit_point(self.index, self.overrides)
 
     def point(self) -> Optional[dict]:
         manifest = self.run.manifest
@@ -79,11 +79,12 @@ class PointEvents:
     # ----------------------------------------------------------------------------- the Slurm backend
 
     def on_submitting(self, cfg, plan) -> Path:
-        from launcher.jobfolder.layout import create_job_dir
+        from launcher.jobfolder.layout import create_job_dir, write_private
 
         job_dir = create_job_dir(cfg.cluster.job_root, plan.name)
-        write_json_atomic(job_dir / POINT_FILE, {"sweep_dir": str(self.run.dir), "index": self.index,
-                                                 "overrides": self.overrides})
+        # the folder is new: created once, as the snapshot's files are (a temp file renamed would cost more)
+        write_private(job_dir / POINT_FILE, json.dumps({"sweep_dir": str(self.run.dir), "index": self.index,
+                                                        "overrides": self.overrides}, indent=2) + "\n")
         # in place before sbatch runs, so a killed sweep cannot hide a queued job; not fsynced (docs/sweeps.md)
         with self.edit() as point:
             retire_job(point)

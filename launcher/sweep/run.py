@@ -10,7 +10,7 @@ Hydra hands every point to the launcher plugin (hydra_plugins/launcher_sweep) up
    changes), so a point that cannot compose fails the sweep before anything is submitted;
 3. lists every point as `pending` in the manifest (reconciling points a hard kill left `submitting`);
 4. launches the points in turn through `launch(cfg, events=PointEvents(...))`: each records itself in
-   the manifest as it goes. While a point is submitted, SIGINT / SIGTERM / SIGHUP are blocked (sbatch
+   the manifest's journal as it goes (launcher.sweep.journal; folded into manifest.jsonl at the end). While a point is submitted, SIGINT / SIGTERM / SIGHUP are blocked (sbatch
    inherits the mask, so a terminal's Ctrl-C cannot kill it halfway); a signal then stops the sweep
    after that point, as does an sbatch failure;
 5. reads every job's state at once (one squeue call, sacct only for what it no longer lists) and prints
@@ -230,6 +230,7 @@ class SweepRun:
         if self.stop_reason is None:
             return
         self.restore_signals()
+        self.manifest.compact()
         points = self.manifest.read()
         try:
             print_end_table(self.dir, points)
@@ -244,7 +245,9 @@ class SweepRun:
     def end(self) -> int:
         """Every point done: states read once, the table; the exit status."""
         self.restore_signals()
-        print_end_table(self.dir, refresh_states(self.dir, self.manifest, just_queued=True))
+        points = refresh_states(self.dir, self.manifest, just_queued=True)  # folds the journal in when it writes states
+        self.manifest.compact()  # when it did not (no job went in)
+        print_end_table(self.dir, points)
         if self.errors:
             return EXIT_POINT_ERROR
         return EXIT_SOME_REJECTED if self.rejected else 0
