@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
+from _cluster import REPO, cluster_env  # benchmarks/_cluster.py (this script's folder is on sys.path)
 PYTHON = sys.executable
 SMOKE = ["+experiment=smoke", "server.enforce_eager=true"]
 ORDER = ("launcher", "series", "parallel")
@@ -59,19 +59,6 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- shared
-
-
-def cluster_env() -> dict[str, str]:
-    env = dict(os.environ)
-    state = Path(env.get("LAUNCHER_TEST_CLUSTER_STATE", REPO / ".slurm"))
-    if "SLURM_CONF" not in env and (state / "env.sh").exists():
-        for line in (state / "env.sh").read_text().splitlines():
-            match = re.match(r"^export (\w+)=(.*)$", line.strip())
-            if match:
-                env[match.group(1)] = match.group(2).split("#")[0].strip().strip("'\"")
-    if "SLURM_CONF" not in env:
-        sys.exit("no test cluster: run scripts/slurm-test-cluster up; source .slurm/env.sh")
-    return env
 
 
 def mtime(path: Path) -> float:
