@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO))
 from launcher.config import schema  # noqa: E402
 
 SECTIONS = [("", schema.LaunchConfig), ("server", schema.ServerConfig), ("trainer", schema.TrainerConfig),
-            ("model", schema.ModelConfig), ("data", schema.DataConfig), ("reward", schema.RewardConfig), ("tracking", schema.TrackingConfig),
+            ("model", schema.ModelConfig), ("model.lora", schema.LoraConfig),
+            ("data", schema.DataConfig), ("reward", schema.RewardConfig), ("tracking", schema.TrackingConfig),
             ("cluster", schema.ClusterConfig), ("cluster.container", schema.ContainerConfig)]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import PYTHON
 
-HEAVY = ("torch", "trl", "vllm", "transformers", "datasets", "accelerate", "numpy")
+HEAVY = ("torch", "trl", "vllm", "transformers", "datasets", "accelerate", "numpy", "peft")
 
 PROBE = """
 import atexit, json, runpy, sys

@@ -132,10 +132,27 @@ class TrainerConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA through peft (docs/bring-your-own.md, LoRA): set model.lora.rank and GRPOTrainer trains a LoRA adapter
+    (its peft_config; TRL's --use_peft --lora_r ...). The server gets the merged weights at every sync (TRL merges,
+    sends, unmerges); checkpoints and the final output hold the adapter only (adapter_model.safetensors). A
+    target module the model lacks: a local model's weight names are read before queueing, a hub model's when
+    the trainer loads it (the job ends at once naming model.lora.target_modules). The task type is CAUSAL_LM
+    (GRPO trains causal LMs only)."""
+
+    rank: Optional[int] = None  # LoRA rank r (TRL's lora_r); null = no LoRA (the whole model trains)
+    alpha: Optional[float] = None  # lora_alpha; null = 2 x rank (TRL's default ratio: 32 for r=16)
+    dropout: float = 0.05  # lora_dropout, 0 <= dropout < 1
+    target_modules: Any = None  # module names ([q_proj, v_proj]) or all-linear; null = peft's default for the architecture
+    modules_to_save: Optional[List[str]] = None  # modules trained in full and saved beside the adapter (lm_head, embed_tokens)
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = MISSING  # hub id or local folder
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)  # model.lora.*: LoRA instead of full fine-tuning
 
 
 @dataclass

@@ -16,7 +16,7 @@ from launcher.config.schema import Backend, ClusterConfig, Device, LaunchConfig,
 from launcher.plan.containers import container_of
 from launcher.plan.commands import DEV_MODE_ENV, preflight_command, serve_command, server_step, train_command, trainer_step
 from launcher.plan.placeholders import JOB_DIR, marker
-from launcher.plan.plan import Component, DataSpec, ModelSpec, Plan, Policies, RewardSpec
+from launcher.plan.plan import Component, DataSpec, LoraSpec, ModelSpec, Plan, Policies, RewardSpec
 from launcher.validate.problems import Facts, InvalidConfig
 from launcher.validate.resources import ResourceRequest, component_request
 from launcher.validate.rules import validate
@@ -81,6 +81,17 @@ def _data(cfg: LaunchConfig) -> DataSpec:
                     revision=first.get("revision", d.revision), prompt_column=d.prompt_column,
                     prompt_template=d.prompt_template, system_prompt=d.system_prompt,
                     reward_columns=dict(d.reward_columns), mixture=mixture, seed=seed)
+
+
+def _lora(cfg: LaunchConfig) -> Optional[LoraSpec]:
+    """model.lora with alpha's default (2 x rank) filled; None without a rank (full fine-tuning)."""
+    lora = cfg.model.lora
+    if lora.rank is None:
+        return None
+    targets = lora.target_modules
+    return LoraSpec(rank=int(lora.rank), alpha=float(lora.alpha if lora.alpha is not None else 2 * lora.rank),
+                    dropout=float(lora.dropout), target_modules=list(targets) if isinstance(targets, (list, tuple))
+                    else targets, modules_to_save=None if lora.modules_to_save is None else list(lora.modules_to_save))
 
 
 def _tracking(cfg: LaunchConfig) -> Optional[TrackingSpec]:
@@ -164,7 +175,7 @@ def build_plan(cfg: Union[LaunchConfig, Mapping], facts: Facts = Facts(), python
         components=components, job_sbatch=job_sbatch, setup=list(cluster.setup), env=_job_env(cfg),
         secret_env=list(cluster.secret_env), grpo=_grpo(cfg), preflight=preflight, policies=_policies(cfg),
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
-                        trust_remote_code=cfg.model.trust_remote_code),
+                        trust_remote_code=cfg.model.trust_remote_code, lora=_lora(cfg)),
         data=_data(cfg),
         reward=RewardSpec(funcs=list(cfg.reward.funcs),
                           weights=None if cfg.reward.weights is None else list(cfg.reward.weights),

@@ -36,10 +36,22 @@ class Component:
 
 
 @dataclass(frozen=True)
+class LoraSpec:
+    """model.lora with its defaults resolved (launcher.train.lora builds peft's LoraConfig from it)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: Any = None  # a list of module names, "all-linear", or None (peft's default for the architecture)
+    modules_to_save: Optional[list] = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name_or_path: str  # hub id or local folder
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    lora: Optional[LoraSpec] = None  # None: full fine-tuning
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,8 @@ class Plan:
                                            else None, "container": from_dict(c.get("container"))})
                               for c in data["components"]]
         data["policies"] = Policies(**data["policies"])
-        data["model"] = ModelSpec(**data["model"])
+        lora = data["model"].get("lora")
+        data["model"] = ModelSpec(**{**data["model"], "lora": LoraSpec(**lora) if lora else None})
         data["data"] = DataSpec(**data["data"])
         data["reward"] = RewardSpec(**data["reward"])
         data["tracking"] = TrackingSpec(**data["tracking"]) if data.get("tracking") else None
@@ -164,5 +177,5 @@ class Plan:
         return render_plan(self)
 
 
-__all__ = ["Component", "DataSpec", "InvalidConfig", "TrackingSpec", "ModelSpec", "Plan", "Policies", "Problem", "RewardSpec",
+__all__ = ["Component", "DataSpec", "InvalidConfig", "TrackingSpec", "LoraSpec", "ModelSpec", "Plan", "Policies", "Problem", "RewardSpec",
            "render_plan"]

@@ -15,6 +15,19 @@ def _where(name: str) -> str:
     return "local" if looks_local(name) else "hub"
 
 
+def lora_lines(lora: Any) -> list[str]:
+    """LoRA, when model.lora.rank is set: with what, and what reaches the server and the checkpoints."""
+    if lora is None:
+        return []
+    targets = lora.target_modules
+    named = ("peft's default for the architecture" if targets is None else
+             targets if isinstance(targets, str) else ", ".join(targets))
+    saved = f", modules_to_save {', '.join(lora.modules_to_save)}" if lora.modules_to_save else ""
+    return [f"  lora:    on: rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, target modules "
+            f"{named}{saved}",
+            "           the server gets the merged weights at every sync; checkpoints and the output hold the adapter"]
+
+
 def what_is_trained(plan: Any) -> list[str]:
     """What is trained on what: the model and its revision, the dataset and its split, the rewards with weights."""
     m, d, r = plan.model, plan.data, plan.reward
@@ -31,7 +44,7 @@ def what_is_trained(plan: Any) -> list[str]:
     weights = r.weights if r.weights is not None else [1.0] * len(r.funcs)
     rewards = ", ".join(f"{f} x {w:g}" for f, w in zip(r.funcs, weights))
     note = "" if r.weights is not None else " (TRL's default weights)"
-    lines = [model, data, f"  rewards: {rewards}{note}"]
+    lines = [model, *lora_lines(m.lora), data, f"  rewards: {rewards}{note}"]
     if plan.offline:
         lines.append(f"  offline: hub repos staged into {plan.hf_home} at submission (what is there is skipped); "
                      "the job runs with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1")

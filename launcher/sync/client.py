@@ -140,6 +140,10 @@ class CpuVLLMClient(VLLMClient):
                                            f"announced {items[i].name} {items[i].shape}")
                     tensors.append(tensor.to(items[i].dtype))
                 self.gloo.broadcast(pack(tensors))
+            # run TRL's iterator to its end, as TRL's NCCL producer does: with LoRA its last step unmerges the adapter
+            extra = next(pairs, None)
+            if extra is not None:
+                raise RuntimeError(f"weight sync: got {extra[0]} after the {len(items)} tensors the metadata announced")
 
         # the workers receive inside the request: post it while rank 0 broadcasts
         self._while_posting("/update_weights", {"update_info": {"names": names, "dtype_names": dtype_names,

@@ -35,6 +35,7 @@ from launcher.train.server_token import job_token
 from launcher.train.errors import EXIT_OK, JobError
 from launcher.train.handover import server_url
 from launcher.train.job import Job
+from launcher.train.lora import lora_config_for, trainable_summary
 from launcher.train.ranks import group_port
 from launcher.train.report import HeartbeatWriter, say
 from launcher.train.tracking import check_installed, mark_resume, tracking_callbacks
@@ -139,6 +140,7 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
         n_params = sum(p.numel() for p in model.parameters())
         say(f"model {job.plan.model.name_or_path}: {n_params / 1e6:.1f} M parameters, "
             f"{next(model.parameters()).dtype}, loaded in {time.time() - t0:.1f} s")
+    lora = lora_config_for(model, job.plan.model.lora, job.plan.model.name_or_path, is_main)  # None: full fine-tuning
 
     from trl import GRPOTrainer  # imports TRL's vLLM client side too: before the wait
 
@@ -152,8 +154,11 @@ def run_training(job: Job, beat: HeartbeatWriter) -> int:
     callback = LauncherCallback(job.attempt_dir, beat, is_main)
     with weight_sync(job), job_token():  # the token's client subclasses whichever client weight_sync put there
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                              processing_class=processing_class, callbacks=[callback, *tracking_callbacks(job)])
+                              processing_class=processing_class, callbacks=[callback, *tracking_callbacks(job)],
+                              peft_config=lora)
     callback.attach(trainer)
+    if lora is not None and is_main:
+        say(f"LoRA adapter: {trainable_summary(trainer.model)}")
 
     resume = _resume_point(args.output_dir, is_main)
     mark_resume(job, resume)  # TensorBoard goes on from the checkpoint's step, not from an earlier attempt's last

@@ -14,7 +14,8 @@ with what launcher.train gets:
   (launcher.train.handover: everything the script did before is the overlapped start) and sets the URL;
   adds the launcher's callback (heartbeats, metrics, checkpoint on request); builds under what
   launcher.train builds under (on CPU the gloo weight-sync client, launcher.sync.client; the job's server
-  token on every request, launcher.train.server_token); `train()` resumes from the newest complete checkpoint of its
+  token on every request, launcher.train.server_token); model.lora as the peft_config unless the script passes
+  one (launcher.train.lora); `train()` resumes from the newest complete checkpoint of its
   output_dir unless the script passes resume_from_checkpoint, and after a checkpoint stop ends the script
   (exit 0: the requeued attempt resumes) instead of running what follows train().
 """
@@ -115,6 +116,7 @@ def wrap_train(trainer: Any, job: Job, beat: HeartbeatWriter, callback: Any) -> 
 def patch_trainer(cls: type, config_cls: type, job: Job, beat: HeartbeatWriter) -> None:
     from launcher.train.callback import LauncherCallback
     from launcher.train.handover import server_url
+    from launcher.train.lora import fill_script_peft_config
     from launcher.train.server_token import job_token
     from launcher.train.training import weight_sync
 
@@ -127,6 +129,8 @@ def patch_trainer(cls: type, config_cls: type, job: Job, beat: HeartbeatWriter) 
             bound.arguments["args"] = config_cls()  # GRPOTrainer's own default, with the launcher's values
         config = bound.arguments["args"]
         server = bool(config.use_vllm) and config.vllm_mode == "server"
+        # before the wait: a target module the model lacks fails at once
+        fill_script_peft_config(bound.arguments, job.plan.model.lora, job.plan.model.name_or_path, job.is_main)
         if server and URL_FIELD in getattr(config, FILLED, ()) and not getattr(config, URL_FIELD):
             setattr(config, URL_FIELD, server_url(job, beat))
         beat(TrainerPhase.BUILD_TRAINER)

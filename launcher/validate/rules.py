@@ -21,6 +21,7 @@ from launcher.validate.columns import check_columns
 from launcher.validate.commands import check_extra_args, check_reward_modules, check_rewards
 from launcher.validate.env import check_env
 from launcher.validate.files import check_local_files, check_paths
+from launcher.validate.lora import check_lora
 from launcher.validate.grpo import (check_grpo_batch, check_grpo_counts, check_grpo_fields, check_grpo_ranges,
                                     check_lengths, check_model_context, grpo_fields)
 from launcher.validate.names import check_name, check_ports, check_timeouts, check_walltime
@@ -41,7 +42,7 @@ RULES: tuple[Rule, ...] = (
     check_timeouts, check_server_settings, check_ports, check_paths, check_columns, check_local_files, check_rewards, check_env,
     check_sbatch, check_local_gpus, check_slurm_facts, check_resources, check_cpu_server, check_network_interface,
     check_grpo_ranges, check_reward_modules, check_model_context, check_containers, check_cpu_trainer,
-    check_user_script, check_tracking,
+    check_user_script, check_lora, check_tracking,
 )
 
 
