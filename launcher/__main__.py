@@ -6,6 +6,7 @@ imported lazily, and nothing here imports torch, trl, vllm, transformers or data
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 
@@ -36,7 +37,12 @@ def app(cfg: DictConfig) -> int:
 
 def main() -> None:
     sys.argv = [sys.argv[0]] + _default_cluster_to_local(sys.argv[1:])
-    app()
+    try:
+        app()
+    finally:
+        # the process ends here and the OS frees its memory: without this, the interpreter's last collections
+        # first walk every cyclic OmegaConf/Hydra tree left (~70-90 ms after a 64-point sweep, benchmarks/)
+        gc.freeze()
 
 
 if __name__ == "__main__":
