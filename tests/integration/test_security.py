@@ -212,7 +212,8 @@ def test_secrets_stay_out_of_a_sweep_folder(cluster_env, smoke_assets, tmp_path)
         out = subprocess.run([sys.executable, "-m", "launcher", "-m", "+experiment=smoke", "cluster=slurm",
                               f"cluster.job_root={tmp_path / 'jobs'}", f"name={name}", "+cluster.sbatch.hold=true",
                               "cluster.secret_env=[HF_TOKEN,WANDB_API_KEY,MY_SERVICE_TOKEN]",
-                              "trainer.preflight_prompts=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                              "trainer.preflight_prompts=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                              "grpo.report_to=[wandb,tensorboard]"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
         assert out.returncode == 0, out.stdout + out.stderr
         assert len(re.findall(r"submitted job \d+", out.stdout)) == 2, out.stdout
@@ -220,6 +221,10 @@ def test_secrets_stay_out_of_a_sweep_folder(cluster_env, smoke_assets, tmp_path)
         subprocess.run(["scancel", "-n", name], env=cluster_env, capture_output=True)
     files = _files(tmp_path)
     assert any(p.name == "manifest.jsonl" for p in files), [str(p) for p in files]
+    # each point's W&B run (tracking.json, wandb-config.yaml: checked below with every file): one group, own ids
+    runs = sorted((json.loads(p.read_text()) for p in files if p.name == "tracking.json"), key=lambda r: r["name"])
+    assert [(r["group"], r["name"]) for r in runs] == [("sweep-sweep", f"{name}-0"), ("sweep-sweep", f"{name}-1")]
+    assert runs[0]["run_id"] != runs[1]["run_id"] and any(p.name == "wandb-config.yaml" for p in files)
     for path in files:
         for secret_name, value in values.items():
             assert value.encode() not in path.read_bytes(), f"{secret_name} leaked into {path}"
