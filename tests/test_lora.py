@@ -310,15 +310,17 @@ def test_lora_trains_through_the_server_which_gets_the_merged_weights(tmp_path, 
     an unmerged or skipped sync leaves) would sample with a logp gap far past that bound."""
     from test_local_backend import logp_difference, start, train_rows
 
-    proc = start(tmp_path, "model.lora.rank=8", "model.lora.target_modules=all-linear", "grpo.learning_rate=0.02",
-                 "grpo.max_steps=8", "grpo.save_steps=4")
+    # dropout 0: TRL computes the trainer's logps in train mode, so LoRA dropout alone would add to the difference
+    # (measured with 0.05: up to 0.035 while synced); lr 0.02 so the adapter (B starts at 0) moves within 8 steps
+    proc = start(tmp_path, "model.lora.rank=8", "model.lora.target_modules=all-linear", "model.lora.dropout=0",
+                 "grpo.learning_rate=0.02", "grpo.max_steps=8", "grpo.save_steps=4")
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     job_dir = Path(re.search(r"job folder (\S+)", output).group(1))
     attempt = job_dir / "attempt-1"
-    assert "lora:    on: rank 8, alpha 16, dropout 0.05, target modules all-linear" in (job_dir / "plan.txt").read_text()
+    assert "lora:    on: rank 8, alpha 16, dropout 0, target modules all-linear" in (job_dir / "plan.txt").read_text()
     trainer_log = (attempt / "trainer.log").read_text()
-    assert "LoRA: rank 8, alpha 16, dropout 0.05, target modules all-linear" in trainer_log
+    assert "LoRA: rank 8, alpha 16, dropout 0, target modules all-linear" in trainer_log
     rows = train_rows(attempt)
     assert [r["step"] for r in rows] == list(range(1, 9)) and all(r["weight_sync_s"] > 0 for r in rows)
     # the adapter trains at every step: a sync that left it merged (no unmerge after sending) zeroes the LoRA
@@ -335,6 +337,6 @@ def test_lora_trains_through_the_server_which_gets_the_merged_weights(tmp_path, 
     gap = completion_logp_gap(smoke_assets_local / "model", out,
                               [json.loads(line)["prompt"] for line in
                                (smoke_assets_local / "data" / "train.jsonl").read_text().splitlines()[:8]])
-    assert gap > 0.05, gap  # the base alone would have failed the bound above
+    assert gap > 0.05, gap  # the base alone would have failed the bound above (measured: 0.78-0.80)
     print(f"\nMEASURED LoRA through the server: logp difference max {max(difference):.4f} (synced); base vs "
           f"base + adapter on sampled tokens {gap:.4f}; rewards {rows[0]['reward']:.3f} -> {rows[-1]['reward']:.3f}")
