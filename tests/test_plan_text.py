@@ -29,3 +29,17 @@ def test_defaults_say_what_they_mean(tiny_model, data_file):
                        "model.trust_remote_code=true")
     assert local[1:3] == [f"  model:   {tiny_model} (local, trust_remote_code)",
                           f"  data:    {data_file} (local), split train, all rows"]
+
+
+def test_plan_json_is_what_asdict_gives(tmp_path):
+    """plan.json is built without dataclasses.asdict (a sweep writes one per point): the same text, for a plan
+    with every kind of field (nested records, lists of records, mappings, None)."""
+    import json
+    from dataclasses import asdict
+
+    from launcher.plan.plan import Plan
+
+    for overrides in ((), ("trainer.nodes=2", "server.tensor_parallel_size=2")):
+        plan = build_plan(compose("+experiment=deepmath", "cluster=slurm", *overrides))
+        assert plan.to_json() == json.dumps(asdict(plan), indent=2)
+        assert Plan.from_json(plan.to_json()) == plan

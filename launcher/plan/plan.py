@@ -11,7 +11,7 @@ batch output), never as a command argument: the job folder reaches the job as LA
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from launcher.plan.containers import Container, from_dict
@@ -124,6 +124,24 @@ class Policies:
     sync_timeout_s: float = 300.0  # trainer.sync_timeout_s: the bound on one weight sync (both sides of the CPU sync)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def plain(value: Any) -> Any:
+    """What dataclasses.asdict gives for JSON (dataclasses as dicts, tuples as lists), without its deep copy
+    of every value: plan.json is written once per point of a sweep."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str
@@ -157,7 +175,7 @@ class Plan:
         return len(self.components) > 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
+        return json.dumps(plain(self), indent=2, sort_keys=False)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
