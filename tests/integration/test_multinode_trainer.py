@@ -41,7 +41,7 @@ def digest_of(folder) -> str:
 
 def test_two_nodes_two_cpu_processes_each_train_as_one_job_and_resume(cluster_env, smoke_assets, tmp_path):
     name = f"mn{int(time.time()) % 100000}"
-    job = launch(cluster_env, tmp_path / "jobs", f"name={name}", "trainer.use_vllm=false", "trainer.nodes=2",
+    job = launch(cluster_env, tmp_path / "jobs", f"name={name}", "trainer.nodes=2",
                  "trainer.gpus_per_node=2", *SMALL, f"grpo.max_steps={MAX_STEPS}", f"grpo.save_steps={SAVE_STEPS}",
                  "cluster.network_interface=ib0")
     try:
