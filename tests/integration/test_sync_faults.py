@@ -11,11 +11,10 @@ the marker, injects the fault, and lets the trainer go on (a resume marker) wher
   health grace;
 - the trainer killed mid-update, then the job requeued: the next attempt gets a fresh server, resumes from the
   checkpoint's weights and optimizer state (resume.json's digests equal the checkpoint's files', and differ
-  from a fresh model's) and trains on. The same job then goes through the other two ways a running job is
-  requeued and resumed (they were a job of their own in test_faults.py; one job now pays for the start
-  once): an operator's `scontrol requeue` (SIGTERM) and a preemption by an `urgent` job on the trainer's node
-  (USR2 with GraceTime 10 s: a checkpoint on request). Every attempt starts a fresh server, resumes from a
-  checkpoint's weights and optimizer state (compared as above) and syncs at every step; the last completes.
+  from a fresh model's) and trains on. The same job is then preempted by an `urgent` job on the trainer's node
+  (USR2 with GraceTime 10 s: a checkpoint on request; this was a job of its own in test_faults.py, one job
+  now pays for the start once). Every attempt starts a fresh server, resumes from a checkpoint's weights and
+  optimizer state (compared as above) and syncs at every step; the last completes.
 
 Measured times are printed as `FAULT <fault> -> <end state> in <s> s, orphans <n>` (run with -s) and collected
 in docs/faults.md.
@@ -114,11 +113,11 @@ def test_server_frozen_during_an_update_fails_by_sync_timeout_naming_the_phase(c
 def test_trainer_killed_during_an_update_then_requeued_preempted_resumes_each_time_on_a_fresh_server(
         cluster_env, smoke_assets, tmp_path, name):
     """attempt 1: the trainer killed mid-update -> FAILED; `scontrol requeue` -> attempt 2 resumes from the last
-    checkpoint; attempt 2: an operator's `scontrol requeue` (SIGTERM) -> REQUEUED, attempt 3 resumes from the
-    last periodic checkpoint; attempt 3: preempted (grace partition, USR2) -> a checkpoint now, REQUEUED,
-    attempt 4 resumes from exactly that checkpoint and completes."""
+    checkpoint; attempt 2: preempted (grace partition, USR2) -> a checkpoint now, REQUEUED, attempt 3 resumes
+    from exactly that checkpoint and completes. (An operator's `scontrol requeue` of a running job, SIGTERM ->
+    REQUEUED, then resumed through the server: tests/integration/test_multinode_trainer.py.)"""
     # the trainer owns its node, so the preemptor displaces this job only (other tests share the cluster)
-    job = launch(cluster_env, tmp_path, f"name={name}", "grpo.max_steps=14", "grpo.save_steps=2",
+    job = launch(cluster_env, tmp_path, f"name={name}", "grpo.max_steps=12", "grpo.save_steps=2",
                  f"+cluster.env.{PAUSE_SYNC_ENV}=4", "cluster.partition=grace", "+trainer.sbatch.exclusive=true",
                  "cluster.checkpoint_timeout_s=20")
     paused = paused_in_sync(job)
@@ -143,49 +142,37 @@ def test_trainer_killed_during_an_update_then_requeued_preempted_resumes_each_ti
     print(f"\nMEASURED scontrol requeue -> attempt 2 resumed from checkpoint-{resumed} in {time.time() - requeued:.1f} s")
     log = (job.job_dir / "attempt-2" / "trainer.log").read_text(errors="replace")
     assert "paused after /start_weight_update" not in log  # once per job: attempt 2 synced straight through
-
-    # 2 -> 3: an operator's requeue of the running job (SIGTERM in KillWait); no checkpoint on request
-    wait_step(job, resumed + 3, attempt=2)
-    assert first_metrics_step(job, 2) == resumed + 1  # the step count continues
-    requeued = time.time()
-    subprocess.run(["scontrol", "requeue", job.job_id], check=True, env=cluster_env)
-    second = result_of(job, 2, 60)
-    report("scontrol requeue (SIGTERM)", second.state.value, time.time() - requeued, [])
-    assert second.state is State.REQUEUED and second.cause is Cause.REQUEUE, second
-    periodic = resumed_from(job, 3)
-    print(f"\nMEASURED scontrol requeue -> attempt 3 resumed from checkpoint-{periodic} in {time.time() - requeued:.1f} s")
-    assert periodic > resumed and periodic % 2 == 0
     assert result_pickles(job) == []  # no attempt so far left anything to be read as the job's result
 
-    # 3 -> 4: preempted by an urgent job on the trainer's node: a checkpoint on request, then the requeue
-    beat = wait_step(job, periodic + 1, attempt=3)
+    # 2 -> 3: preempted by an urgent job on the trainer's node: a checkpoint on request, then the requeue
+    beat = wait_step(job, resumed + 2, attempt=2)
     preempted = time.time()
     subprocess.run(["sbatch", "-p", "urgent", "-w", beat.host, "-J", name, "-o", "/dev/null", "--wrap", "sleep 45"],
                    check=True, env=cluster_env, capture_output=True)
-    third = result_of(job, 3, 120)
+    second = result_of(job, 2, 120)
     decided = time.time() - preempted
-    assert third.state is State.REQUEUED and third.cause is Cause.PREEMPTION, third
-    done = read_checkpoint_done(job.job_dir / "attempt-3")
-    assert done and "checkpoint at step" in third.reason, third
+    assert second.state is State.REQUEUED and second.cause is Cause.PREEMPTION, second
+    done = read_checkpoint_done(job.job_dir / "attempt-2")
+    assert done and "checkpoint at step" in second.reason, second
     report("preemption (grace partition, USR2)", "REQUEUED", decided, [])
-    assert resumed_from(job, 4) == done["step"]  # the checkpoint taken for the preemption
+    assert resumed_from(job, 3) == done["step"]  # the checkpoint taken for the preemption
     assert wait_state(job.job_id, 600) == "COMPLETED"
     finished = time.time() - preempted
 
     # every attempt after the first: a fresh server, the checkpoint's weights and optimizer state, synced
-    for attempt, step in ((2, resumed), (3, periodic), (4, done["step"])):
+    for attempt, step in ((2, resumed), (3, done["step"])):
         assert first_metrics_step(job, attempt) == step + 1, attempt
         synced_every_step(job, attempt)
         assert_resumed_state(job, attempt, step, smoke_assets / "model")
-    servers = [json.loads((job.job_dir / f"attempt-{n}" / "server.json").read_text()) for n in (1, 2, 3, 4)]
-    assert len({(s["host"], s["pid"], s["started_at"]) for s in servers}) == 4  # a fresh server every attempt
-    for n in (1, 2, 3, 4):
+    servers = [json.loads((job.job_dir / f"attempt-{n}" / "server.json").read_text()) for n in (1, 2, 3)]
+    assert len({(s["host"], s["pid"], s["started_at"]) for s in servers}) == 3  # a fresh server every attempt
+    for n in (1, 2, 3):
         for log_name in ("supervisor.log", "server.log", "trainer.log"):
             assert (job.job_dir / f"attempt-{n}" / log_name).stat().st_size > 0, (n, log_name)
-    assert "restart 3 of job" in (job.job_dir / "attempt-4" / "supervisor.log").read_text()
+    assert "restart 2 of job" in (job.job_dir / "attempt-3" / "supervisor.log").read_text()
     assert [p.name for p in result_pickles(job)] == [f"{job.job_id}_0_result.pkl"]
     left = no_job_processes(job, 60)
-    report("trainer killed mid-update, requeue, requeue, preemption: resumed each time, COMPLETED", "COMPLETED",
+    report("trainer killed mid-update, requeue, preemption: resumed each time, COMPLETED", "COMPLETED",
            finished, left)
     assert left == []
 
