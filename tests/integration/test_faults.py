@@ -6,9 +6,10 @@ Each job is a genuine two-node heterogeneous job: the real vLLM CPU server as co
 on CPU (the tiny smoke model). The tests of the real job (walltime checkpoint + requeue + resume, a
 crashed batch node requeued and resumed, slurmctld restarting during a run) train through the server:
 generation on the server, the weights synced to it over gloo at every step (launcher.sync), a resume
-continuing from the checkpoint's weights and optimizer state. The requeue and preemption resume is in
-test_sync_faults.py (one job: a trainer killed mid-update, an operator's requeue, a preemption; each
-attempt's resumed weights and optimizer state compared with the checkpoint's).
+continuing from the checkpoint's weights and optimizer state. The preemption resume is in
+test_sync_faults.py (one job: a trainer killed mid-update and requeued, then preempted; each attempt's
+resumed weights and optimizer state compared with the checkpoint's), an operator's requeue of a running
+job in test_multinode_trainer.py (through the server, resumed on both trainer nodes).
 
 The tests of a supervisor decision keep `trainer.use_vllm=false` (generation inside the trainer while
 the server runs): a frozen trainer (the watchdog), a frozen server (the health grace and its hang
