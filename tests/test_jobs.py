@@ -214,3 +214,34 @@ def test_print_table_plain_when_piped_and_rich_on_a_terminal(monkeypatch):
     fancy = Tty()
     print_table(["#", "point"], [["0", "a=1"]], stream=fancy)
     assert "┃" in fancy.getvalue() or "│" in fancy.getvalue()
+
+
+class _AppendsOnFirstLine(io.StringIO):
+    """stdout that appends a line to the followed log as soon as the first line is printed: the user's job
+    writing right after the follower has shown its tail."""
+
+    def __init__(self, log: Path):
+        super().__init__()
+        self.log = log
+
+    def write(self, text: str) -> int:
+        if not self.getvalue():
+            with open(self.log, "a") as f:
+                f.write("t4\n")
+        return super().write(text)
+
+
+def test_a_line_appended_while_the_tail_prints_is_followed_once(tmp_path, monkeypatch):
+    from launcher.cli import logs
+
+    log = tmp_path / "attempt-1" / "trainer.log"
+    log.parent.mkdir()
+    log.write_text("t1\nt2\nt3\n")
+    out = _AppendsOnFirstLine(log)
+    monkeypatch.setattr(sys, "stdout", out)
+    # the job ends once t4 is out (or after a few polls, so a lost line fails the test instead of hanging it)
+    polls = []
+    monkeypatch.setattr(logs, "query_states", lambda ids: polls.append(1) or {
+        ids[0]: {"State": "COMPLETED" if "t4" in out.getvalue() or len(polls) > 20 else "RUNNING"}})
+    assert logs.follow_log(tmp_path, "7", "trainer", None, 1, poll_s=0.01, state_every_s=0) == 0
+    assert out.getvalue() == "t3\nt4\n"  # t4 after the tail, once (the size taken after the tail lost it)

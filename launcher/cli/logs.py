@@ -60,9 +60,11 @@ def follow_log(job_dir: Path, job_id: Optional[str], component: str, attempt: Op
             path = log_file(job_dir, component, attempt)
             if path is not None and path != current and path.exists():
                 if current is None:  # the start: the last lines so far
-                    for line in tail_lines(path, lines) if lines > 0 else []:
-                        print(line, flush=True)
+                    # the size first, the tail up to it: a line appended while the tail prints is drained next,
+                    # once (taken after, it was skipped, and a follower waiting for it never saw it)
                     offset = path.stat().st_size
+                    for line in tail_lines(path, lines, end=offset) if lines > 0 else []:
+                        print(line, flush=True)
                 else:  # a new attempt: its whole log
                     print(f"==> {path} <==", flush=True)
                     offset = 0

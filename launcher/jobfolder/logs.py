@@ -36,20 +36,21 @@ _EFFECT_LINE = re.compile(r"^srun: (?:error: .*(?:task \d+: |Terminating)|Job st
                           r"|^slurmstepd: error: \*\*\* STEP .* (?:CANCELLED|KILLED)")
 
 
-def tail_text(path: Path, limit: int = TAIL_BYTES, start: int = 0) -> str:
-    """The last `limit` bytes of the file (not before offset `start`), decoded; "" when it cannot be read."""
+def tail_text(path: Path, limit: int = TAIL_BYTES, start: int = 0, end: Optional[int] = None) -> str:
+    """The last `limit` bytes of the file (not before offset `start`, not after offset `end`: default its
+    size), decoded; "" when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
+            size = f.seek(0, os.SEEK_END) if end is None else end
             f.seek(max(start, size - limit))
-            return f.read().decode(errors="replace")
+            return f.read(max(0, size - f.tell())).decode(errors="replace")
     except OSError:
         return ""
 
 
-def tail_lines(path: Path, lines: int = 20) -> list[str]:
-    """The last non-empty lines of a log."""
-    return [line for line in tail_text(path).splitlines() if line.strip()][-lines:]
+def tail_lines(path: Path, lines: int = 20, end: Optional[int] = None) -> list[str]:
+    """The last non-empty lines of a log (of its first `end` bytes when given)."""
+    return [line for line in tail_text(path, end=end).splitlines() if line.strip()][-lines:]
 
 
 def tail(path: Path, lines: int = 20) -> str:
