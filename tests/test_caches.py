@@ -54,6 +54,18 @@ def test_the_environment_wins(tmp_path):
     assert flag_value(["--tensor_parallel_size", "2"], "tensor_parallel_size") == "2"
 
 
+def _wrapper_env(job: Path, attempt: Path, p) -> dict[str, str]:
+    """A job folder holding plan `p`, and the environment the supervisor starts a component wrapper with
+    (none of the cache variables: the wrapper decides them)."""
+    attempt.mkdir(parents=True)
+    (job / "plan.json").write_text(p.to_json())
+    env = dict(os.environ, LAUNCHER_JOB_DIR=str(job), LAUNCHER_ATTEMPT_DIR=str(attempt), LAUNCHER_BACKEND="local",
+               CUDA_VISIBLE_DEVICES="")
+    for var in CACHE_VARS.values():
+        env.pop(var, None)
+    return env
+
+
 def test_the_server_wrapper_hands_the_caches_to_vllm(tmp_path, smoke_assets_local):
     """The wrapper as the supervisor starts it, with `trl` replaced by a stand-in that prints its environment."""
     job, attempt, bin_dir = tmp_path / "job", tmp_path / "job" / "attempt-1", tmp_path / "bin"
@@ -63,12 +75,7 @@ def test_the_server_wrapper_hands_the_caches_to_vllm(tmp_path, smoke_assets_loca
     fake_trl.chmod(0o755)
     p = build_plan(compose("+experiment=smoke", "cluster=local", f"cluster.job_root={tmp_path}/jobs"),
                    python=str(bin_dir / "python"))
-    attempt.mkdir(parents=True)
-    (job / "plan.json").write_text(p.to_json())
-    env = dict(os.environ, LAUNCHER_JOB_DIR=str(job), LAUNCHER_ATTEMPT_DIR=str(attempt), LAUNCHER_BACKEND="local",
-               CUDA_VISIBLE_DEVICES="")
-    for var in CACHE_VARS.values():
-        env.pop(var, None)
+    env = _wrapper_env(job, attempt, p)
     env.pop("LAUNCHER_SERVER_TOKEN", None)
     unprotected = subprocess.run([PYTHON, "-m", "launcher.components.serve"], cwd=REPO, env=env, capture_output=True,
                                  text=True, timeout=120)
@@ -166,12 +173,7 @@ def _run_trainer_step(tmp_path: Path, *overrides: str) -> tuple[dict, dict, obje
     fake = _fake_python(tmp_path / "bin")
     p = build_plan(compose("+experiment=smoke", "cluster=local", f"cluster.job_root={tmp_path}/jobs",
                            "trainer.preflight=true", *overrides), python=str(fake))
-    attempt.mkdir(parents=True)
-    (job / "plan.json").write_text(p.to_json())
-    env = dict(os.environ, LAUNCHER_JOB_DIR=str(job), LAUNCHER_ATTEMPT_DIR=str(attempt), LAUNCHER_BACKEND="local",
-               CUDA_VISIBLE_DEVICES="")
-    for var in CACHE_VARS.values():
-        env.pop(var, None)
+    env = _wrapper_env(job, attempt, p)
     env["TRITON_CACHE_DIR"] = "/the/users/own"  # the environment wins
     out = subprocess.run([PYTHON, "-m", "launcher.components.trainer_step"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
