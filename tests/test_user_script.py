@@ -23,6 +23,7 @@ from conftest import PYTHON, compose
 from launcher.components.trainer_step import CPU_FLAGS, entry_index
 from launcher.jobfolder.frozen_code import activate, find_user_code, freeze
 from launcher.plan.build import build_plan
+from launcher.plan.plan import Plan
 from launcher.plan.user_code import frozen_name, user_script_of
 from launcher.train.user_script import FILLED, URL_FIELD, fill_unset, given_names
 from launcher.validate.rules import validate
@@ -56,6 +57,29 @@ def test_a_missing_or_non_python_script_is_rejected_naming_the_key(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     cfg = compose("+experiment=smoke", "cluster=local", "trainer.script_args=[--x]")
     assert [p.keys for p in validate(cfg) if p.severity == "error"] == [("trainer.script_args",)]
+
+
+def test_a_script_brings_its_own_data_unless_the_preflight_needs_the_jobs(tmp_path, monkeypatch):
+    """The guide's script loads its dataset itself: data.name_or_path is not asked for, and the plan builds;
+    the preflight (launcher.train --preflight generates from the job's data) and the launcher's own trainer
+    still need it (the counter-checks)."""
+    (tmp_path / "train.py").write_text("print('ok')\n")
+    monkeypatch.chdir(tmp_path)
+
+    def data_errors(*overrides):
+        cfg = compose("+experiment=smoke", "cluster=local", f"cluster.job_root={tmp_path}/jobs", "data.name_or_path=null",
+                      *overrides)
+        return [str(p) for p in validate(cfg) if p.severity == "error" and "data.name_or_path" in p.keys], cfg
+
+    errors, cfg = data_errors("trainer.script=train.py")
+    assert errors == []
+    plan = build_plan(cfg)
+    assert "your script train.py" in str(plan) and "data:    none given (your script loads its own)" in str(plan)
+    assert plan.data.sources() == [] and Plan.from_json(plan.to_json()).data.name_or_path is None
+    errors, _ = data_errors("trainer.script=train.py", "trainer.preflight=true")
+    assert len(errors) == 1 and "the preflight (trainer.preflight=true) generates from it" in errors[0], errors
+    errors, _ = data_errors()
+    assert len(errors) == 1 and "is required" in errors[0], errors
 
 
 def test_the_real_cli_rejects_a_bad_script_before_anything_is_queued(tmp_path):
@@ -219,7 +243,7 @@ def test_train_resumes_from_the_newest_complete_checkpoint_and_a_checkpoint_stop
     calls, beats = [], []
     trainer = SimpleNamespace(args=SimpleNamespace(output_dir=str(out)), state=SimpleNamespace(global_step=5, max_steps=9))
     trainer.train = lambda *a, **kw: calls.append(kw) or "trained"
-    job = SimpleNamespace(is_main=True)
+    job = SimpleNamespace(is_main=True, job_dir=tmp_path, plan=SimpleNamespace(tracking=None))  # no tracking
     callback = SimpleNamespace(checkpoint_step=None, checkpoint_path=None)
     wrap_train(trainer, job, lambda phase, *a, **kw: beats.append((phase.value, kw)), callback)
     assert trainer.train() == "trained" and calls[-1] == {"resume_from_checkpoint": str(out / "checkpoint-4")}

@@ -73,6 +73,8 @@ class DataSpec:
         """Every dataset the job reads, each with its split, config, revision and weight."""
         if self.mixture:
             return [dict(m) for m in self.mixture]
+        if self.name_or_path is None:
+            return []  # trainer.script without data keys: the script loads its own
         return [{"name_or_path": self.name_or_path, "split": self.split, "config_name": self.config_name,
                  "revision": self.revision, "weight": 1.0}]
 

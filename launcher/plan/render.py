@@ -35,12 +35,15 @@ def what_is_trained(plan: Any) -> list[str]:
     if not looks_local(m.name_or_path):
         model += f", revision {m.revision}" if m.revision else ", revision: the latest on main"
     model += ", trust_remote_code)" if m.trust_remote_code else ")"
-    data = f"  data:    {d.name_or_path} ({_where(d.name_or_path)}), split {d.split}"
-    if d.revision and not looks_local(d.name_or_path):
-        data += f", revision {d.revision}"
-    if d.config_name:
-        data += f", config {d.config_name}"
-    data += f", first {d.max_samples} rows" if d.max_samples is not None else ", all rows"
+    if d.name_or_path is None:
+        data = "  data:    none given (your script loads its own)"
+    else:
+        data = f"  data:    {d.name_or_path} ({_where(d.name_or_path)}), split {d.split}"
+        if d.revision and not looks_local(d.name_or_path):
+            data += f", revision {d.revision}"
+        if d.config_name:
+            data += f", config {d.config_name}"
+        data += f", first {d.max_samples} rows" if d.max_samples is not None else ", all rows"
     weights = r.weights if r.weights is not None else [1.0] * len(r.funcs)
     rewards = ", ".join(f"{f} x {w:g}" for f, w in zip(r.funcs, weights))
     note = "" if r.weights is not None else " (TRL's default weights)"

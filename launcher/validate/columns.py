@@ -105,7 +105,10 @@ def file_columns(path: Path) -> Optional[list[str]]:
 def check_columns(cfg: LaunchConfig, facts: Facts) -> list[Problem]:
     d = cfg.data
     if not d.name_or_path and not d.mixture:
-        return [Problem(("data.name_or_path",), "is required (a hub id, a local folder or file), or set data.mixture")]
+        if cfg.trainer.script and not cfg.trainer.preflight:
+            return []  # the script loads its own dataset: the data keys feed the launcher's trainer and preflight
+        return [Problem(("data.name_or_path",), "is required (a hub id, a local folder or file), or set data.mixture"
+                        + ("; the preflight (trainer.preflight=true) generates from it" if cfg.trainer.script else ""))]
     try:
         needed = needed_columns(d.prompt_column, d.prompt_template, d.reward_columns, cfg.reward.funcs)
     except ValueError as error:
