@@ -18,6 +18,10 @@ from launcher.config.schema import LaunchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+# the environment pytest started with, before any test module imports vLLM: its import writes
+# TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor_<user> into os.environ, which a job submitted from this process
+# would then carry as the user's own setting (and the launcher's shared caches rightly yield to it)
+ENV_AT_START = dict(os.environ)
 
 schema.register()
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ENV_AT_START  # tests/conftest.py
 
 from launcher.jobfolder.jsonio import read_json
 from launcher.jobfolder.layout import attempts, latest_attempt
@@ -29,7 +30,7 @@ STATE = Path(os.environ.get("LAUNCHER_TEST_CLUSTER_STATE", REPO / ".slurm"))
 
 
 def _cluster_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(ENV_AT_START)  # what the user's shell gives, not what in-process imports (vLLM) added since
     env_file = STATE / "env.sh"
     if env_file.exists():
         for line in env_file.read_text().splitlines():
