@@ -5,14 +5,10 @@ the server wrapper writes VLLM_CPU_OMP_THREADS_BIND from the CPUs its step holds
 (launcher.components.cpus). A counter-test starts TP=2 with vLLM's own binding (`auto`, set through
 server.env) and shows the job fail, so the binding is what makes the layouts start.
 
-One TP 2 x DP 2 job runs a few GRPO steps with the weights synced at every step (launcher.sync's gloo
-engine, worker rank dp_index x TP x PP + tp_rank + 1 in the trainer's group): every step syncs to all four
-workers and TRL's sampling_logp_difference stays small; the counter-test runs the same layout with the sync
-switched off and sees it grow past the same bound. The job also shows the binding in the server's node
-record and server.log, COMPLETES, and leaves no process. TP 2 x DP 2 alone stands for TP 2 and DP 2: it has
-both a tensor-parallel rank above 0 and a data-parallel index above 0, so every term of the rank formula
-is exercised (tests/test_sync_cpu.py pins the formula itself), and a server start on CPU costs
-CI a minute per layout.
+The weight sync at TP 1, 2 x DP 1, 2 (worker rank dp_index x TP x PP + tp_rank + 1 in the trainer's
+group) is proven by tests/integration/test_sweep.py's report test, whose four points are those layouts,
+each training with a sync at every step and TRL's sampling_logp_difference under LOGP_BOUND. Here the
+counter-test: TP 2 x DP 2 with the sync switched off passes that bound, so the sweep's check can fail.
 """
 
 from __future__ import annotations
@@ -89,30 +85,6 @@ def train_through(cluster_env, tmp_path, name, tp, dp, steps, *overrides, env=No
 
 def logp_differences(train: list[dict], which: str = "max") -> list[float]:
     return [r["trl"][f"sampling/sampling_logp_difference/{which}"] for r in train]
-
-
-def test_training_syncs_weights_to_every_worker(cluster_env, smoke_assets, tmp_path, name):
-    """A few GRPO steps through a TP x DP server on CPU, weights synced at every step (launcher.sync).
-
-    The trainer's gloo group has TP x DP + 1 members (GET /get_world_size + 1) and forms only when every
-    worker of every engine has joined it (/init_weight_transfer_engine reaches each through vLLM's
-    collective RPC); each /update_weights returns once every worker has received the step's buckets. So
-    steps that each report a sync, in a job that COMPLETED, mean every worker got every update; and the
-    server's generations follow the trainer (TRL's sampling_logp_difference stays small)."""
-    tp, dp, steps = 2, 2, 4
-    job, train = train_through(cluster_env, tmp_path, name, tp, dp, steps)
-    trainer_log = (job.attempt / "trainer.log").read_text()
-    assert "weight sync to the server over gloo" in trainer_log and "training finished" in trainer_log
-    assert all((r.get("weight_sync_s") or 0) > 0 for r in train), [r.get("weight_sync_s") for r in train]
-    differences = logp_differences(train)
-    assert max(differences) < LOGP_BOUND, differences  # every engine's generations follow the trainer
-    binding = check_binding(job, tp, dp)
-    syncs = ", ".join(f"{r['weight_sync_s']:.2f}" for r in train)
-    healthy = read_result(job.attempt).timings["server_healthy"]
-    print(f"\nMEASURED training TP {tp} x DP {dp}: {steps} steps, weight sync {syncs} s, logp difference max "
-          f"{', '.join(f'{d:.3f}' for d in differences)}; server healthy {healthy:.1f} s; bind {binding['bind']} "
-          f"over CPUs {binding['cpus']}", flush=True)
-    assert no_job_processes(job, 60) == []
 
 
 def test_without_sync_the_servers_generations_drift(cluster_env, smoke_assets, tmp_path, name):

@@ -1,8 +1,9 @@
 """Sweeps on the real test cluster: submission, manifest, interruption and resume, the jobs CLI, the report.
 
 Scheduler-light: the 6-point sweeps submit held jobs (`+cluster.sbatch.hold=true`: they stay PENDING
-and start no server) and are cancelled at the end; only the report test runs real jobs (2 smoke jobs,
-the server at TP 1 and TP 2). Every test submits under its own job name and cancels that name when it ends.
+and start no server) and are cancelled at the end; only the report test runs real jobs: 4 smoke jobs, the
+real server at TP 1, 2 x DP 1, 2, each training 4 steps with the weights synced to every worker at every
+step (the layouts test_parallel_server's counter-tests are about). Every test submits under its own job name and cancels that name when it ends.
 Transient and permanent sbatch failures are injected by an `sbatch` wrapper earlier on PATH.
 """
 
@@ -17,15 +18,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from launcher.jobfolder.progress import read_metrics
 from launcher.slurm.states import query_states
 from launcher.sweep.manifest import Manifest
 
 from conftest import fake_executable
 
 from .conftest import orphans
+from .test_parallel_server import LOGP_BOUND, check_binding, logp_differences
 
 pytestmark = pytest.mark.cluster
 
@@ -193,8 +197,10 @@ def test_interrupted_sweep_leaves_an_accurate_manifest_and_resume_submits_the_re
 
 
 def test_report_status_and_logs_on_jobs_that_ran(cluster_env, smoke_assets, tmp_path, name):
-    # the real server at TP 1 and 2 (on these GPU-less nodes vLLM runs on CPU, its workers bound by the wrapper)
-    out = sweep(cluster_env, tmp_path, name, "server.tensor_parallel_size=1,2", "grpo.max_steps=4")
+    # the real server at TP 1, 2 x DP 1, 2 (on these GPU-less nodes vLLM runs on CPU, its workers bound by the
+    # wrapper; each worker counts as one "GPU" of the server, 1 CPU and 3 GB each, as test_parallel_server sizes it)
+    out = sweep(cluster_env, tmp_path, name, "server.tensor_parallel_size=1,2", "server.data_parallel_size=1,2",
+                "device=cpu", "server.cpus_per_gpu=1", "server.mem_per_gpu=3000M", "grpo.max_steps=4")
     assert out.returncode == 0, out.stdout + out.stderr
     points = Manifest(tmp_path / "sweep").read()
     ids = [p["job_id"] for p in points]
@@ -211,7 +217,7 @@ def test_report_status_and_logs_on_jobs_that_ran(cluster_env, smoke_assets, tmp_
     assert "server healthy after" in followed and "job COMPLETED" in followed
 
     status = poll(lambda: jobs(cluster_env, "status", str(tmp_path / "sweep")),
-                  lambda o: "2 completed" in o.stdout.splitlines()[0], 60)
+                  lambda o: "4 completed" in o.stdout.splitlines()[0], 60)
     assert re.search(r"COMPLETED .* [\d.]+ tokens/s, reward [\d.]+, server up in \d+ s", status.stdout), status.stdout
     logs = jobs(cluster_env, "logs", ids[1], "-c", "trainer", "-n", "0", "--root", str(tmp_path))
     # the smoke job ends with its preflight, or trains through the server where weight sync runs on CPU
@@ -222,18 +228,28 @@ def test_report_status_and_logs_on_jobs_that_ran(cluster_env, smoke_assets, tmp_
     report = jobs(cluster_env, "report", str(tmp_path / "sweep"))
     assert report.returncode == 0, report.stdout + report.stderr
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "report.csv")))
-    assert len(rows) == 2
-    for row, tp in zip(rows, (1, 2)):
+    assert len(rows) == 4
+    layouts = [(tp, dp) for tp in (1, 2) for dp in (1, 2)]  # Hydra's order: the last key varies fastest
+    for index, (row, (tp, dp)) in enumerate(zip(rows, layouts)):
         assert row["state"] == "COMPLETED" and row["metrics_from"] in ("preflight", "train")
         assert float(row["tokens_per_s"]) > 0 and float(row["server_startup_s"]) > 0
-        assert row["point"] == f"TP={tp}" and row["server.tensor_parallel_size"] == str(tp)  # throughput per point
-        attempt = next(Path(points[tp - 1]["job_dir"]).glob("attempt-*"))
+        assert row["point"] == f"TP={tp} DP={dp}" and row["server.tensor_parallel_size"] == str(tp)  # per point
+        assert row["server.data_parallel_size"] == str(dp)
+        attempt = next(Path(points[index]["job_dir"]).glob("attempt-*"))
         binding = json.loads(next(attempt.glob("node-server-*.json")).read_text())["cpu_binding"]
-        assert binding["workers"] == tp and binding["set_by"] == ("vllm" if tp == 1 else "launcher")
+        assert binding["workers"] == tp * dp and binding["set_by"] == ("vllm" if tp * dp == 1 else "launcher")
+        if tp * dp > 1:  # the wrapper bound one CPU list per worker, [DP, PP, TP] order, and said so
+            check_binding(SimpleNamespace(attempt=attempt), tp, dp)
+        # every step synced the weights to every worker of every engine (the trainer's gloo group has TP x DP
+        # + 1 members and /update_weights returns once each has its buckets): the generations follow
+        train = [r for r in read_metrics(attempt) if r.get("kind") == "train"]
+        assert [r["step"] for r in train] == [1, 2, 3, 4] and all((r.get("weight_sync_s") or 0) > 0 for r in train)
+        assert max(logp_differences(train)) < LOGP_BOUND, (tp, dp, logp_differences(train))
         if (attempt / "preflight.json").exists():
-            assert json.loads((attempt / "preflight.json").read_text())["server_world_size"] == tp
-    assert re.search(r"best point by tokens_per_s: #[01] TP=[12]: [\d.]+ tokens/s", report.stdout), report.stdout
-    assert all(re.search(rf"^\s*{i}\s+TP={i + 1}\b.*COMPLETED", report.stdout, re.M) for i in (0, 1)), report.stdout
+            assert json.loads((attempt / "preflight.json").read_text())["server_world_size"] == tp * dp
+    assert re.search(r"best point by tokens_per_s: #[0-3] TP=[12] DP=[12]: [\d.]+ tokens/s", report.stdout), report.stdout
+    assert all(re.search(rf"^\s*{i}\s+TP={tp} DP={dp}\b.*COMPLETED", report.stdout, re.M)
+               for i, (tp, dp) in enumerate(layouts)), report.stdout
     try:
         import matplotlib  # noqa: F401
     except ImportError:  # the PNG needs the 'report' extra; the CSV and the best point do not
